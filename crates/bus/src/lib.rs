@@ -1,0 +1,18 @@
+//! The CRM event bus: the CloudEvents envelope services publish, the transactional
+//! outbox and the relay that moves it to RabbitMQ, and the consumer runner with
+//! idempotent handling, retry tiers and dead letters.
+
+mod amqp;
+mod config;
+pub mod consumer;
+mod error;
+mod event;
+pub mod outbox;
+pub mod relay;
+mod trace;
+
+pub use config::BusConfig;
+pub use consumer::{Consumer, ConsumerOptions, Handler, HandlerError};
+pub use error::BusError;
+pub use event::{Event, EventData};
+pub use relay::Relay;

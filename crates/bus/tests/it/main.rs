@@ -1,0 +1,6 @@
+//! Integration tests against the local PostgreSQL and RabbitMQ.
+
+mod consumer;
+mod helpers;
+mod relay;
+mod tenancy;

@@ -1,0 +1,206 @@
+//! The `crm` command: `crm up` runs every service in one process, each on its own port as it
+//! would be deployed; `crm migrate` creates the database and migrates every schema;
+//! `crm rotate-signing-key` rotates the token signing key.
+
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use crm_bus::BusConfig;
+use crm_kit::{Cache, Config, Db, server};
+use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "crm", version, about = "Multi-tenant CRM platform")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every service in this process (creates and migrates the database first).
+    Up {
+        /// Also create a demo tenant and print how to log in.
+        #[arg(long)]
+        demo: bool,
+        /// Use an in-process cache and run without RabbitMQ: only PostgreSQL is needed.
+        #[arg(long)]
+        embedded: bool,
+    },
+    /// Create the database if missing and run every migration.
+    Migrate,
+    /// Make a new token signing key current; the previous one stays published until rotated again.
+    RotateSigningKey,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::from_env()?;
+    let _telemetry = crm_kit::telemetry::init("crm", &config)?;
+    match cli.command {
+        Command::Migrate => migrate(&config).await,
+        Command::RotateSigningKey => {
+            migrate(&config).await?;
+            let db = runtime_db(&config).await?;
+            let keys = crm_identity::keys::KeyStore::new(
+                db,
+                secrecy::SecretBox::new(Box::new(*config.key_encryption_key.expose_secret())),
+            );
+            let kid = keys.rotate().await?;
+            println!("new signing key: {kid}");
+            Ok(())
+        }
+        Command::Up { demo, embedded } => up(config, demo, embedded).await,
+    }
+}
+
+async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let admin = config.database_admin_url.expose_secret();
+    let role = crm_kit::admin::user_name(config.database_url.expose_secret())?;
+    crm_migrations::migrate_all(admin, &role).await.with_context(|| {
+        "cannot migrate the database: is PostgreSQL running and CRM_DATABASE_ADMIN_URL right?"
+    })?;
+    tracing::info!("database migrated");
+    Ok(())
+}
+
+async fn runtime_db(config: &Config) -> anyhow::Result<Db> {
+    let db = Db::connect(
+        config.database_url.expose_secret(),
+        config.db_max_connections,
+    )
+    .await
+    .context("cannot connect to PostgreSQL as the runtime role (DATABASE_URL)")?;
+    db.check_runtime_role().await?;
+    Ok(db)
+}
+
+async fn up(config: Config, demo: bool, embedded: bool) -> anyhow::Result<()> {
+    migrate(&config).await?;
+    let db = runtime_db(&config).await?;
+    let (cache, bus) = if embedded {
+        println!(
+            "embedded mode: in-process cache; events stay in each service's outbox until a broker is configured"
+        );
+        (Cache::memory(), None)
+    } else {
+        let cache = match tokio::time::timeout(
+            Duration::from_secs(5),
+            Cache::connect(config.redis_url.expose_secret()),
+        )
+        .await
+        {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => bail!(
+                "cannot reach Redis ({e}); set REDIS_URL to a running Redis, or run `crm up --embedded`"
+            ),
+            Err(_) => bail!(
+                "cannot reach Redis (timed out); set REDIS_URL to a running Redis, or run `crm up --embedded`"
+            ),
+        };
+        let bus = BusConfig::new(config.amqp_url.expose_secret(), config.bus_prefix.clone());
+        let probe = tokio::time::timeout(Duration::from_secs(5), async {
+            let c = lapin_probe(&bus.amqp_url).await;
+            c.map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|_| "timed out".to_owned())
+        .and_then(|r| r);
+        if let Err(e) = probe {
+            bail!(
+                "cannot reach RabbitMQ ({e}); set AMQP_URL to a running RabbitMQ, or run `crm up --embedded`"
+            );
+        }
+        (cache, Some(bus))
+    };
+
+    let identity = crm_identity::Application::build(
+        &config,
+        crm_identity::Deps {
+            db: db.clone(),
+            cache: cache.clone(),
+            bus: bus.clone(),
+        },
+    )
+    .await?;
+    println!(
+        "identity: gRPC http://{}  HTTP http://{} (/livez /readyz /metrics /.well-known/jwks.json)",
+        identity.grpc_addr()?,
+        identity.http_addr()?
+    );
+    if demo {
+        seed_demo(identity.identity()).await?;
+    }
+    let cancel = CancellationToken::new();
+    server::cancel_on_signals(cancel.clone());
+    println!("crm is up; Ctrl-C stops it");
+    identity.run_until_stopped(cancel).await
+}
+
+async fn lapin_probe(url: &str) -> anyhow::Result<()> {
+    crm_kit::server::Readiness {
+        amqp_url: Some(url.to_owned().into()),
+        ..Default::default()
+    }
+    .check()
+    .await
+    .into_iter()
+    .next()
+    .map_or(Ok(()), |e| Err(anyhow::anyhow!(e)))
+}
+
+const DEMO_SLUG: &str = "demo";
+const DEMO_PASSWORD: &str = "demo-password-2026";
+
+async fn seed_demo(identity: &crm_identity::Identity) -> anyhow::Result<()> {
+    use crm_proto::identity as pb;
+    let signed = identity
+        .sign_up(pb::SignUpRequest {
+            tenant_name: "Demo Company".into(),
+            tenant_slug: DEMO_SLUG.into(),
+            email: "admin@demo.example".into(),
+            password: DEMO_PASSWORD.into(),
+            name: "Demo Admin".into(),
+        })
+        .await;
+    match signed {
+        Ok(s) => {
+            let token = s.tokens.map(|t| t.access_token).unwrap_or_default();
+            let caller = identity
+                .verifier()
+                .verify(&token)
+                .await
+                .map_err(|e| anyhow::anyhow!("demo token: {e}"))?;
+            for (email, name, role) in [
+                ("manager@demo.example", "Morgan Manager", "sales_manager"),
+                ("rep@demo.example", "Riley Rep", "sales_rep"),
+                ("support@demo.example", "Sam Support", "support_agent"),
+                ("viewer@demo.example", "Vic Viewer", "read_only"),
+            ] {
+                identity
+                    .create_user(
+                        &caller,
+                        pb::CreateUserRequest {
+                            email: email.into(),
+                            name: name.into(),
+                            role: role.into(),
+                            password: DEMO_PASSWORD.into(),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .map_err(|e| anyhow::anyhow!("demo user {email}: {e}"))?;
+            }
+            println!("demo tenant created");
+        }
+        Err(e) if e.code == crm_kit::ErrorCode::Conflict => println!("demo tenant already exists"),
+        Err(e) => bail!("cannot create the demo tenant: {e}"),
+    }
+    println!(
+        "log in to tenant {DEMO_SLUG:?} as admin@demo.example (or manager@, rep@, support@, viewer@demo.example) with password {DEMO_PASSWORD:?}"
+    );
+    Ok(())
+}

@@ -1,0 +1,24 @@
+//! Generated gRPC and protobuf types for every CRM service.
+//!
+//! Nothing here is written by hand: `build.rs` compiles `/proto` at build time.
+
+#![allow(clippy::all, missing_docs, rust_2018_idioms)]
+
+/// The encoded file descriptor set, for gRPC reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/crm_descriptor.bin"));
+
+pub mod crm {
+    pub mod identity {
+        pub mod v1 {
+            tonic::include_proto!("crm.identity.v1");
+        }
+    }
+    pub mod events {
+        pub mod v1 {
+            tonic::include_proto!("crm.events.v1");
+        }
+    }
+}
+
+pub use crm::{events::v1 as events, identity::v1 as identity};
