@@ -710,11 +710,13 @@ impl Identity {
         let denied = || ApiError::unauthenticated("invalid e-mail or password");
         let address = (!r.client_address.is_empty()).then_some(r.client_address.as_str());
         let tenant = store::tenant_id_by_slug(self.inner.db.conn(), &slug).await?;
+        // Read in a short transaction: the hash must not hold a pooled connection.
         let found = match tenant {
             Some(t) => {
                 let tx = self.tx(t).await?;
                 let u = store::user_by_email(&tx, &email).await?;
-                Some((tx, u))
+                tx.commit().await?;
+                Some((t, u))
             }
             None => None,
         };
@@ -730,7 +732,8 @@ impl Identity {
             .await
             .map_err(ApiError::internal)?;
         match found {
-            Some((tx, Some(user))) if verified.ok => {
+            Some((tenant, Some(user))) if verified.ok => {
+                let tx = self.tx(tenant).await?;
                 if verified.needs_rehash {
                     let h = self
                         .inner
@@ -756,7 +759,8 @@ impl Identity {
                 Ok(pair)
             }
             found => {
-                if let Some((tx, user)) = found {
+                if let Some((tenant, user)) = found {
+                    let tx = self.tx(tenant).await?;
                     let reason = match &user {
                         None => "unknown_email",
                         Some(u) if u.disabled => "disabled",

@@ -164,26 +164,16 @@ impl TokenVerifier {
         self
     }
 
-    async fn refresh(&self, force: bool) -> Result<(), ApiError> {
+    /// Refetches the JWKS unless another fetch happened within the cooldown.
+    async fn refresh(&self) -> Result<(), ApiError> {
         let mut last = self.last_refetch.lock().await;
-        if let Some(at) = *last {
-            let fresh = self
-                .keys
-                .read()
-                .await
-                .fetched_at
-                .is_some_and(|f| f.elapsed() < self.max_age);
-            if at.elapsed() < self.cooldown && (force || fresh) {
-                return Ok(());
-            }
+        if last.is_some_and(|at| at.elapsed() < self.cooldown) {
+            return Ok(());
         }
         *last = Some(Instant::now());
         let jwks = self.source.fetch().await.map_err(|e| {
             tracing::warn!(error = %e, "jwks fetch failed");
-            ApiError::new(
-                crate::error::ErrorCode::Unavailable,
-                "token keys unavailable",
-            )
+            ApiError::new(crate::error::ErrorCode::Unavailable, "token keys unavailable")
         })?;
         let mut keys = HashMap::new();
         for k in jwks {
@@ -201,16 +191,22 @@ impl TokenVerifier {
         Ok(())
     }
 
+    /// The key for `kid`: from the cache while fresh, else refetched; a stale cached key is
+    /// still used when the refetch fails, so a brief identity outage does not log everyone out.
     async fn key(&self, kid: &str) -> Result<Option<DecodingKey>, ApiError> {
-        {
+        let (hit, stale) = {
             let set = self.keys.read().await;
             let stale = set.fetched_at.is_none_or(|f| f.elapsed() >= self.max_age);
-            if !stale && let Some(k) = set.keys.get(kid) {
-                return Ok(Some(k.clone()));
-            }
+            (set.keys.get(kid).cloned(), stale)
+        };
+        if hit.is_some() && !stale {
+            return Ok(hit);
         }
-        self.refresh(true).await?;
-        Ok(self.keys.read().await.keys.get(kid).cloned())
+        match self.refresh().await {
+            Ok(()) => Ok(self.keys.read().await.keys.get(kid).cloned().or(hit)),
+            Err(_) if hit.is_some() => Ok(hit),
+            Err(e) => Err(e),
+        }
     }
 
     /// Verifies a bearer token and returns the caller.
@@ -339,5 +335,108 @@ where
                 Err(e) => Ok(tonic::Status::from(e).into_http()),
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use jsonwebtoken::{EncodingKey, Header};
+
+    use super::*;
+
+    const PKCS8_PREFIX: [u8; 16] = [
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+
+    /// A JWKS held in memory: stands in for identity, which is a network peer, not a store.
+    struct Keys {
+        keys: std::sync::Mutex<Vec<PublicJwk>>,
+        fetches: AtomicUsize,
+    }
+
+    #[async_trait::async_trait]
+    impl JwksSource for Keys {
+        async fn fetch(&self) -> anyhow::Result<Vec<PublicJwk>> {
+            self.fetches.fetch_add(1, Ordering::SeqCst);
+            Ok(self.keys.lock().unwrap().clone())
+        }
+    }
+
+    fn keypair(seed: u8) -> (EncodingKey, String) {
+        let seed = [seed; 32];
+        let mut der = PKCS8_PREFIX.to_vec();
+        der.extend_from_slice(&seed);
+        // The public key of a seed, computed by signing nothing: derive via a JWK round trip.
+        let enc = EncodingKey::from_ed_der(&der);
+        let jwk = jsonwebtoken::jwk::Jwk::from_encoding_key(&enc, Algorithm::EdDSA).unwrap();
+        let x = match jwk.algorithm {
+            jsonwebtoken::jwk::AlgorithmParameters::OctetKeyPair(p) => p.x,
+            _ => unreachable!(),
+        };
+        (enc, x)
+    }
+
+    fn token(key: &EncodingKey, kid: &str, tid: TenantId) -> String {
+        let now = chrono::Utc::now().timestamp();
+        let claims = AccessClaims {
+            iss: "iss".into(),
+            sub: Uuid::now_v7().to_string(),
+            aud: "aud".into(),
+            exp: now + 600,
+            iat: now,
+            nbf: now,
+            jti: "j".into(),
+            tid: tid.to_string(),
+            roles: vec!["admin".into()],
+            teams: vec![],
+            client_id: None,
+        };
+        let mut h = Header::new(Algorithm::EdDSA);
+        h.kid = Some(kid.into());
+        h.typ = Some(ACCESS_TOKEN_TYP.into());
+        jsonwebtoken::encode(&h, &claims, key).unwrap()
+    }
+
+    #[tokio::test]
+    async fn caches_keys_and_refetches_an_unknown_kid_once_per_cooldown() {
+        let (k1, x1) = keypair(1);
+        let (k2, x2) = keypair(2);
+        let source = Arc::new(Keys {
+            keys: std::sync::Mutex::new(vec![PublicJwk { kid: "one".into(), x: x1 }]),
+            fetches: AtomicUsize::new(0),
+        });
+        let v = TokenVerifier::new(source.clone(), "iss", "aud").with_cooldown(Duration::from_millis(200));
+        let tenant = TenantId::new();
+        for _ in 0..5 {
+            assert_eq!(v.verify(&token(&k1, "one", tenant)).await.unwrap().tenant, tenant);
+        }
+        assert_eq!(source.fetches.load(Ordering::SeqCst), 1, "cached after the first fetch");
+
+        // A rotation elsewhere: the new kid is unknown until refetched, and refetches are rate-limited.
+        source.keys.lock().unwrap().push(PublicJwk { kid: "two".into(), x: x2 });
+        let t2 = token(&k2, "two", tenant);
+        assert!(v.verify(&t2).await.is_err(), "within the cooldown no refetch happens");
+        assert!(v.verify(&t2).await.is_err());
+        assert_eq!(source.fetches.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(v.verify(&t2).await.is_ok(), "after the cooldown the unknown kid is fetched");
+        assert_eq!(source.fetches.load(Ordering::SeqCst), 2);
+
+        // A key signed by someone else under a known kid is refused.
+        let (k3, _) = keypair(3);
+        assert!(v.verify(&token(&k3, "one", tenant)).await.is_err());
+    }
+
+    #[test]
+    fn bearer_parsing() {
+        let h = http::HeaderValue::from_static("Bearer abc");
+        assert_eq!(bearer(Some(&h)), Some("abc"));
+        let h = http::HeaderValue::from_static("Basic abc");
+        assert_eq!(bearer(Some(&h)), None);
+        let h = http::HeaderValue::from_static("bearer ");
+        assert_eq!(bearer(Some(&h)), None);
     }
 }
