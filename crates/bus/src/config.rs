@@ -1,22 +1,45 @@
 use std::fmt;
 
+use crate::InProcessBroker;
+
 /// Where the bus lives and how this deployment names its exchanges and queues.
+///
+/// The bus is RabbitMQ at `amqp_url` ([`BusConfig::new`]) or a broker inside this process
+/// ([`BusConfig::in_process`]); relays and consumers behave the same on either.
 #[derive(Clone)]
 pub struct BusConfig {
-    /// `amqp://user:password@host:port/vhost`.
+    /// `amqp://user:password@host:port/vhost`; empty and unused when the bus is in-process.
     pub amqp_url: String,
     /// Prepended to every exchange and queue name, so tests and parallel
     /// environments sharing one broker never see each other.
     pub prefix: String,
+    in_process: Option<InProcessBroker>,
 }
 
 impl BusConfig {
-    /// A configuration for `amqp_url` with names prefixed by `prefix`.
+    /// A configuration for the RabbitMQ at `amqp_url` with names prefixed by `prefix`.
     pub fn new(amqp_url: impl Into<String>, prefix: impl Into<String>) -> Self {
         Self {
             amqp_url: amqp_url.into(),
             prefix: prefix.into(),
+            in_process: None,
         }
+    }
+
+    /// A bus inside this process: events travel through `broker` instead of RabbitMQ.
+    ///
+    /// Relays and consumers configured with clones of `broker` share its exchanges and queues.
+    pub fn in_process(broker: InProcessBroker, prefix: impl Into<String>) -> Self {
+        Self {
+            amqp_url: String::new(),
+            prefix: prefix.into(),
+            in_process: Some(broker),
+        }
+    }
+
+    /// The in-process broker, when the bus is one; `None` when it is RabbitMQ.
+    pub fn in_process_broker(&self) -> Option<&InProcessBroker> {
+        self.in_process.as_ref()
     }
 
     /// The topic exchange every domain event is published to.
@@ -44,10 +67,12 @@ impl Default for BusConfig {
 
 impl fmt::Debug for BusConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BusConfig")
-            .field("amqp_url", &self.redacted_url())
-            .field("prefix", &self.prefix)
-            .finish()
+        let mut d = f.debug_struct("BusConfig");
+        match &self.in_process {
+            Some(broker) => d.field("in_process", broker),
+            None => d.field("amqp_url", &self.redacted_url()),
+        };
+        d.field("prefix", &self.prefix).finish()
     }
 }
 
@@ -82,5 +107,16 @@ mod tests {
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(shown.contains("amqp://guest:***@host:5672/%2f"), "{shown}");
         assert_eq!(redact("amqp://host/%2f"), "amqp://host/%2f");
+    }
+
+    #[test]
+    fn in_process_bus_needs_no_url() {
+        let cfg = BusConfig::in_process(InProcessBroker::new(), "t1.");
+        assert!(cfg.in_process_broker().is_some());
+        assert!(BusConfig::default().in_process_broker().is_none());
+        assert_eq!(cfg.exchange(), "t1.crm.events");
+        let shown = format!("{cfg:?}");
+        assert!(shown.contains("in_process"), "{shown}");
+        assert!(!shown.contains("amqp_url"), "{shown}");
     }
 }

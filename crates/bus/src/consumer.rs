@@ -1,5 +1,6 @@
 //! The consumer runner: a service's durable queue, retry tiers and dead letters,
-//! with each event handled once per service inside a tenant transaction.
+//! with each event handled once per service inside a tenant transaction, on RabbitMQ
+//! or on the in-process broker.
 
 use std::{panic::AssertUnwindSafe, sync::Arc, time::Duration};
 
@@ -8,14 +9,13 @@ use async_trait::async_trait;
 use crm_kit::db::{Db, TenantTx};
 use futures::{FutureExt as _, StreamExt as _};
 use lapin::{
-    BasicProperties, Channel, Confirmation, ExchangeKind,
-    message::Delivery,
+    BasicProperties, Channel, Confirmation, Connection, ExchangeKind,
     options::{
         BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
         BasicPublishOptions, BasicQosOptions, BasicRejectOptions, ConfirmSelectOptions,
         ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
     },
-    types::{AMQPValue, FieldTable},
+    types::{AMQPValue, FieldTable, ShortString},
 };
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, Statement};
 use tokio::sync::Semaphore;
@@ -23,8 +23,9 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tracing::Instrument as _;
 
 use crate::{
-    BusConfig, BusError, Event,
+    BusConfig, BusError, Event, InProcessBroker,
     amqp::{self, Backoff},
+    inprocess,
     outbox::quote_ident,
     trace,
 };
@@ -70,7 +71,8 @@ impl From<BusError> for HandlerError {
 /// Tuning of a consumer.
 #[derive(Clone, Debug)]
 pub struct ConsumerOptions {
-    /// Unacknowledged messages the broker may push ahead of handling.
+    /// Unacknowledged messages RabbitMQ may push ahead of handling (the in-process broker
+    /// hands them over as handler slots free up).
     pub prefetch: u16,
     /// Handlers running at once.
     pub concurrency: usize,
@@ -189,6 +191,10 @@ impl Consumer {
     /// Declares the exchanges, queues and bindings once, so events published from now on
     /// are kept for this service even before it starts consuming.
     pub async fn declare(&self) -> anyhow::Result<()> {
+        if let Some(broker) = self.inner.cfg.in_process_broker() {
+            self.inner.declare_in_process(broker);
+            return Ok(());
+        }
         let connection = amqp::connect(&self.inner.cfg, &self.connection_name()).await?;
         let channel = connection.create_channel().await?;
         self.inner.declare_topology(&channel).await?;
@@ -236,7 +242,76 @@ impl Consumer {
         backoff: &mut Backoff,
     ) -> anyhow::Result<()> {
         let inner = &self.inner;
-        let connection = amqp::connect(&inner.cfg, &self.connection_name()).await?;
+        let mut source = match inner.cfg.in_process_broker() {
+            Some(broker) => Source::InProcess {
+                queue: inner.declare_in_process(broker),
+                broker: broker.clone(),
+            },
+            None => Source::Amqp(Box::new(
+                AmqpSession::open(inner, &self.connection_name()).await?,
+            )),
+        };
+        backoff.reset();
+        tracing::info!(service = %inner.service, queue = %inner.topology.queue, "consumer connected");
+
+        let tracker = TaskTracker::new();
+        let slots = Arc::new(Semaphore::new(inner.opts.concurrency.max(1)));
+        let ended: anyhow::Result<()> = loop {
+            let next = tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break Ok(()),
+                next = source.next() => next,
+            };
+            let delivery = match next {
+                Ok(delivery) => delivery,
+                Err(error) => break Err(error),
+            };
+            let permit = tokio::select! {
+                permit = slots.clone().acquire_owned() => permit,
+                // Unsettled, the delivery returns to the queue (for AMQP, when the channel closes).
+                _ = cancel.cancelled() => break Ok(()),
+            };
+            let Ok(permit) = permit else {
+                break Err(anyhow::anyhow!("handler slots closed"));
+            };
+            let inner = Arc::clone(inner);
+            tracker.spawn(async move {
+                inner.on_delivery(delivery).await;
+                drop(permit);
+            });
+        };
+
+        if ended.is_ok() {
+            source.stop_consuming().await;
+        }
+        tracker.close();
+        tracker.wait().await;
+        source.close().await;
+        ended
+    }
+}
+
+/// Where a session takes its deliveries from: the transport-specific half of consuming.
+enum Source {
+    Amqp(Box<AmqpSession>),
+    InProcess {
+        broker: InProcessBroker,
+        queue: Arc<inprocess::Queue>,
+    },
+}
+
+struct AmqpSession {
+    connection: Connection,
+    channel: Channel,
+    /// Retries are published on their own channel: confirms and consuming do not mix well.
+    retry_channel: Channel,
+    tag: ShortString,
+    deliveries: lapin::Consumer,
+}
+
+impl AmqpSession {
+    async fn open(inner: &Inner, connection_name: &str) -> anyhow::Result<Self> {
+        let connection = amqp::connect(&inner.cfg, connection_name).await?;
         let channel = connection
             .create_channel()
             .await
@@ -246,7 +321,6 @@ impl Consumer {
             .basic_qos(inner.opts.prefetch, BasicQosOptions::default())
             .await
             .context("setting prefetch")?;
-        // Retries are published on their own channel: confirms and consuming do not mix well.
         let retry_channel = connection
             .create_channel()
             .await
@@ -260,7 +334,7 @@ impl Consumer {
             inner.topology.queue,
             uuid::Uuid::new_v4().simple()
         ))?;
-        let mut deliveries = channel
+        let deliveries = channel
             .basic_consume(
                 amqp::short(&inner.topology.queue)?,
                 tag.clone(),
@@ -269,57 +343,161 @@ impl Consumer {
             )
             .await
             .context("starting to consume")?;
-        backoff.reset();
-        tracing::info!(service = %inner.service, queue = %inner.topology.queue, "consumer connected");
+        Ok(Self {
+            connection,
+            channel,
+            retry_channel,
+            tag,
+            deliveries,
+        })
+    }
+}
 
-        let tracker = TaskTracker::new();
-        let slots = Arc::new(Semaphore::new(inner.opts.concurrency.max(1)));
-        let ended: anyhow::Result<()> = loop {
-            let next = tokio::select! {
-                biased;
-                _ = cancel.cancelled() => break Ok(()),
-                next = deliveries.next() => next,
-            };
-            let delivery = match next {
-                Some(Ok(delivery)) => delivery,
-                Some(Err(error)) => break Err(anyhow::Error::new(error).context("consuming")),
-                None => break Err(anyhow::anyhow!("the broker cancelled the consumer")),
-            };
-            let permit = tokio::select! {
-                permit = slots.clone().acquire_owned() => permit,
-                // Unacknowledged, the delivery returns to the queue when the channel closes.
-                _ = cancel.cancelled() => break Ok(()),
-            };
-            let Ok(permit) = permit else {
-                break Err(anyhow::anyhow!("handler slots closed"));
-            };
-            let inner = Arc::clone(inner);
-            let retry_channel = retry_channel.clone();
-            tracker.spawn(async move {
-                inner.on_delivery(&retry_channel, delivery).await;
-                drop(permit);
-            });
-        };
+impl Source {
+    /// The next delivery; an error means the connection is lost. Cancel-safe.
+    async fn next(&mut self) -> anyhow::Result<Delivery> {
+        match self {
+            Source::Amqp(session) => match session.deliveries.next().await {
+                Some(Ok(delivery)) => Ok(Delivery::Amqp {
+                    delivery: Box::new(delivery),
+                    retry_channel: session.retry_channel.clone(),
+                }),
+                Some(Err(error)) => Err(anyhow::Error::new(error).context("consuming")),
+                None => Err(anyhow::anyhow!("the broker cancelled the consumer")),
+            },
+            Source::InProcess { broker, queue } => broker
+                .receive(queue)
+                .await
+                .map(Delivery::InProcess)
+                .ok_or_else(|| anyhow::anyhow!("the in-process queue closed")),
+        }
+    }
 
-        if ended.is_ok()
-            && let Err(error) = channel
-                .basic_cancel(tag, BasicCancelOptions::default())
+    /// Asks for no more deliveries.
+    async fn stop_consuming(&self) {
+        if let Source::Amqp(session) = self
+            && let Err(error) = session
+                .channel
+                .basic_cancel(session.tag.clone(), BasicCancelOptions::default())
                 .await
         {
             tracing::debug!(%error, "cancelling consumer");
         }
-        tracker.close();
-        tracker.wait().await;
-        if connection.status().connected()
-            && let Err(error) = connection.close(200, "consumer stopped".into()).await
+    }
+
+    async fn close(self) {
+        if let Source::Amqp(session) = self
+            && session.connection.status().connected()
+            && let Err(error) = session
+                .connection
+                .close(200, "consumer stopped".into())
+                .await
         {
             tracing::debug!(%error, "closing consumer connection");
         }
-        ended
+    }
+}
+
+/// A message taken from the service's queue, settled the way its transport settles messages.
+enum Delivery {
+    Amqp {
+        delivery: Box<lapin::message::Delivery>,
+        retry_channel: Channel,
+    },
+    InProcess(inprocess::Delivery),
+}
+
+impl Delivery {
+    fn body(&self) -> &[u8] {
+        match self {
+            Delivery::Amqp { delivery, .. } => &delivery.data,
+            Delivery::InProcess(d) => &d.message().body,
+        }
+    }
+
+    fn routing_key(&self) -> &str {
+        match self {
+            Delivery::Amqp { delivery, .. } => delivery.routing_key.as_str(),
+            Delivery::InProcess(d) => &d.message().routing_key,
+        }
+    }
+
+    /// How many retry tiers the message has been through.
+    fn attempts(&self) -> usize {
+        match self {
+            Delivery::Amqp { delivery, .. } => {
+                amqp::header_int(delivery.properties.headers().as_ref(), ATTEMPTS_HEADER)
+                    .unwrap_or(0)
+                    .max(0) as usize
+            }
+            Delivery::InProcess(d) => d.message().attempts,
+        }
+    }
+
+    fn traceparent(&self) -> Option<String> {
+        match self {
+            Delivery::Amqp { delivery, .. } => {
+                amqp::header_str(delivery.properties.headers().as_ref(), "traceparent")
+            }
+            Delivery::InProcess(d) => d.message().traceparent.clone(),
+        }
+    }
+
+    async fn ack(self) {
+        match self {
+            Delivery::Amqp { delivery, .. } => amqp_ack(&delivery).await,
+            Delivery::InProcess(d) => d.ack(),
+        }
+    }
+
+    /// Sends the message to retry tier `attempts` (AMQP queue `queue`, or a `delay` timer
+    /// in-process); false when that failed and the message went back to its queue instead.
+    async fn retry(self, queue: &str, delay: Duration, attempts: usize) -> bool {
+        match self {
+            Delivery::Amqp {
+                delivery,
+                retry_channel,
+            } => amqp_retry(&retry_channel, &delivery, queue, attempts).await,
+            Delivery::InProcess(d) => {
+                d.retry(delay);
+                true
+            }
+        }
+    }
+
+    /// Moves the message to the dead letters; false when the broker did not take it.
+    async fn dead_letter(self, reason: &'static str) -> bool {
+        match self {
+            Delivery::Amqp { delivery, .. } => {
+                match delivery.reject(BasicRejectOptions { requeue: false }).await {
+                    Ok(_) => true,
+                    // The broker redelivers it once the channel is back.
+                    Err(error) => {
+                        tracing::warn!(%error, "cannot dead-letter event");
+                        false
+                    }
+                }
+            }
+            Delivery::InProcess(d) => {
+                d.dead_letter(reason);
+                true
+            }
+        }
     }
 }
 
 impl Inner {
+    /// Declares the service's queue and bindings on the in-process broker.
+    fn declare_in_process(&self, broker: &InProcessBroker) -> Arc<inprocess::Queue> {
+        broker.declare_queue(
+            &self.cfg.exchange(),
+            &self.topology.queue,
+            &self.topology.dead_letter_queue,
+            self.opts.delivery_limit,
+            &self.bindings,
+        )
+    }
+
     /// Declares everything this consumer relies on; safe to repeat on every connect.
     async fn declare_topology(&self, channel: &Channel) -> anyhow::Result<()> {
         let t = &self.topology;
@@ -403,23 +581,20 @@ impl Inner {
         Ok(())
     }
 
-    async fn on_delivery(&self, retry_channel: &Channel, delivery: Delivery) {
-        let headers = delivery.properties.headers().as_ref();
-        let attempts = amqp::header_int(headers, ATTEMPTS_HEADER)
-            .unwrap_or(0)
-            .max(0) as usize;
-        let header_traceparent = amqp::header_str(headers, "traceparent");
+    async fn on_delivery(&self, delivery: Delivery) {
+        let attempts = delivery.attempts();
+        let header_traceparent = delivery.traceparent();
 
-        let event: Event = match serde_json::from_slice(&delivery.data) {
+        let event: Event = match serde_json::from_slice(delivery.body()) {
             Ok(event) => event,
             Err(error) => {
                 tracing::warn!(
                     service = %self.service,
-                    routing_key = %delivery.routing_key,
+                    routing_key = %delivery.routing_key(),
                     %error,
                     "unparseable event; dead-lettering"
                 );
-                self.dead_letter(&delivery, "unparseable").await;
+                self.dead_letter(delivery, "unparseable").await;
                 return;
             }
         };
@@ -452,14 +627,14 @@ impl Inner {
                         "outcome" => outcome
                     )
                     .increment(1);
-                    ack(&delivery).await;
+                    delivery.ack().await;
                 }
                 Err(HandlerError::Permanent(error)) => {
                     tracing::warn!(
                         error = format!("{error:#}"),
                         "event handling failed permanently; dead-lettering"
                     );
-                    self.dead_letter(&delivery, "permanent").await;
+                    self.dead_letter(delivery, "permanent").await;
                 }
                 Err(HandlerError::Transient(error)) => {
                     if attempts < self.topology.retry_queues.len() {
@@ -467,13 +642,13 @@ impl Inner {
                             error = format!("{error:#}"),
                             "event handling failed; retrying later"
                         );
-                        self.retry(retry_channel, &delivery, attempts).await;
+                        self.retry(delivery, attempts).await;
                     } else {
                         tracing::warn!(
                             error = format!("{error:#}"),
                             "event handling failed on every retry; dead-lettering"
                         );
-                        self.dead_letter(&delivery, "exhausted").await;
+                        self.dead_letter(delivery, "exhausted").await;
                     }
                 }
             }
@@ -524,94 +699,107 @@ impl Inner {
         }
     }
 
-    /// Sends a copy to the next retry tier and acknowledges the original once the copy is safe.
-    async fn retry(&self, retry_channel: &Channel, delivery: &Delivery, attempts: usize) {
+    /// Sends the message through retry tier `attempts`.
+    async fn retry(&self, delivery: Delivery, attempts: usize) {
         let queue = &self.topology.retry_queues[attempts];
-        // The copy is a new message to the broker; its delivery count starts afresh.
-        let mut headers: FieldTable = delivery
-            .properties
-            .headers()
-            .as_ref()
-            .map(|h| {
-                h.inner()
-                    .iter()
-                    .filter(|(k, _)| k.as_str() != "x-delivery-count")
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect::<std::collections::BTreeMap<_, _>>()
-                    .into()
-            })
-            .unwrap_or_default();
-        headers.insert(
-            ATTEMPTS_HEADER.into(),
-            AMQPValue::LongInt(i32::try_from(attempts + 1).unwrap_or(i32::MAX)),
-        );
-        let properties: BasicProperties = delivery
-            .properties
-            .clone()
-            .with_headers(headers)
-            .with_delivery_mode(2);
-        let published = async {
-            let confirm = retry_channel
-                .basic_publish(
-                    "".into(),
-                    amqp::short(queue)?,
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..BasicPublishOptions::default()
-                    },
-                    &delivery.data,
-                    properties,
-                )
-                .await?
-                .await?;
-            match confirm {
-                Confirmation::Ack(None) => Ok(()),
-                Confirmation::Ack(Some(_)) => anyhow::bail!("retry queue {queue} does not exist"),
-                Confirmation::Nack(_) => anyhow::bail!("broker refused the retry copy"),
-                Confirmation::NotRequested => anyhow::bail!("retry channel is not in confirm mode"),
-            }
-        }
-        .await;
-        match published {
-            Ok(()) => {
-                metrics::counter!("crm_consumer_retries_total", "service" => self.service.clone())
-                    .increment(1);
-                ack(delivery).await;
-            }
-            Err(error) => {
-                // Requeueing counts against the delivery limit, so this cannot loop forever.
-                tracing::warn!(error = format!("{error:#}"), retry_queue = %queue, "cannot schedule retry; requeueing");
-                if let Err(error) = delivery
-                    .nack(BasicNackOptions {
-                        requeue: true,
-                        ..BasicNackOptions::default()
-                    })
-                    .await
-                {
-                    tracing::warn!(%error, "cannot requeue event");
-                }
-            }
+        let delay = self.opts.retry_delays[attempts];
+        if delivery.retry(queue, delay, attempts).await {
+            metrics::counter!("crm_consumer_retries_total", "service" => self.service.clone())
+                .increment(1);
         }
     }
 
-    async fn dead_letter(&self, delivery: &Delivery, reason: &'static str) {
-        match delivery.reject(BasicRejectOptions { requeue: false }).await {
-            Ok(_) => metrics::counter!(
+    async fn dead_letter(&self, delivery: Delivery, reason: &'static str) {
+        if delivery.dead_letter(reason).await {
+            metrics::counter!(
                 "crm_consumer_dead_lettered_total",
                 "service" => self.service.clone(),
                 "reason" => reason
             )
-            .increment(1),
-            // The broker redelivers it once the channel is back.
-            Err(error) => tracing::warn!(%error, "cannot dead-letter event"),
+            .increment(1);
         }
     }
 }
 
-async fn ack(delivery: &Delivery) {
+async fn amqp_ack(delivery: &lapin::message::Delivery) {
     // A lost ack means a redelivery, which the processed marker turns into a no-op.
     if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
         tracing::warn!(%error, "cannot acknowledge event");
+    }
+}
+
+/// Publishes a copy to the retry queue and acknowledges the original once the copy is safe;
+/// false when the copy failed and the original was requeued.
+async fn amqp_retry(
+    retry_channel: &Channel,
+    delivery: &lapin::message::Delivery,
+    queue: &str,
+    attempts: usize,
+) -> bool {
+    // The copy is a new message to the broker; its delivery count starts afresh.
+    let mut headers: FieldTable = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .map(|h| {
+            h.inner()
+                .iter()
+                .filter(|(k, _)| k.as_str() != "x-delivery-count")
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<std::collections::BTreeMap<_, _>>()
+                .into()
+        })
+        .unwrap_or_default();
+    headers.insert(
+        ATTEMPTS_HEADER.into(),
+        AMQPValue::LongInt(i32::try_from(attempts + 1).unwrap_or(i32::MAX)),
+    );
+    let properties: BasicProperties = delivery
+        .properties
+        .clone()
+        .with_headers(headers)
+        .with_delivery_mode(2);
+    let published = async {
+        let confirm = retry_channel
+            .basic_publish(
+                "".into(),
+                amqp::short(queue)?,
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..BasicPublishOptions::default()
+                },
+                &delivery.data,
+                properties,
+            )
+            .await?
+            .await?;
+        match confirm {
+            Confirmation::Ack(None) => Ok(()),
+            Confirmation::Ack(Some(_)) => anyhow::bail!("retry queue {queue} does not exist"),
+            Confirmation::Nack(_) => anyhow::bail!("broker refused the retry copy"),
+            Confirmation::NotRequested => anyhow::bail!("retry channel is not in confirm mode"),
+        }
+    }
+    .await;
+    match published {
+        Ok(()) => {
+            amqp_ack(delivery).await;
+            true
+        }
+        Err(error) => {
+            // Requeueing counts against the delivery limit, so this cannot loop forever.
+            tracing::warn!(error = format!("{error:#}"), retry_queue = %queue, "cannot schedule retry; requeueing");
+            if let Err(error) = delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..BasicNackOptions::default()
+                })
+                .await
+            {
+                tracing::warn!(%error, "cannot requeue event");
+            }
+            false
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! The outbox relay: publishes committed outbox rows to the events exchange.
+//! The outbox relay: publishes committed outbox rows to the events exchange, on RabbitMQ
+//! or on the in-process broker.
 
 use std::time::{Duration, Instant};
 
@@ -19,8 +20,9 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
-    BusConfig,
+    BusConfig, InProcessBroker,
     amqp::{self, Backoff},
+    inprocess,
     outbox::{notify_channel, quote_ident},
 };
 
@@ -46,6 +48,20 @@ pub struct Relay {
 struct Link {
     connection: Connection,
     channel: Channel,
+}
+
+/// Where a batch is published: the transport-specific half of the relay.
+enum Publisher {
+    /// A confirm-mode channel.
+    Amqp(Channel),
+    InProcess(InProcessBroker),
+}
+
+/// A claimed row ready to go out.
+struct Outgoing<'a> {
+    row: &'a Claimed,
+    routing_key: ShortString,
+    body: Vec<u8>,
 }
 
 /// One claimed outbox row.
@@ -81,7 +97,8 @@ impl std::fmt::Debug for Relay {
 }
 
 impl Relay {
-    /// A relay for the outbox of `schema`; it connects to the broker on first use.
+    /// A relay for the outbox of `schema`; it connects to RabbitMQ on first use, or publishes
+    /// to the in-process broker when `cfg` names one.
     pub fn new(db: Db, schema: &str, cfg: BusConfig) -> Self {
         Self {
             db,
@@ -98,14 +115,19 @@ impl Relay {
         self
     }
 
-    /// Publishes until `cancel` fires, then flushes what is committed and returns.
+    /// Publishes until `cancel` fires, then (on RabbitMQ) flushes what is committed and returns.
     ///
     /// Broker and database failures are logged and retried with backoff; they never end the loop.
     /// Holds one connection of the pool for LISTEN while it runs.
     pub async fn run(mut self, cancel: CancellationToken) -> anyhow::Result<()> {
         let mut listener: Option<PgListener> = None;
         let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-        tracing::info!(schema = %self.schema, exchange = %self.cfg.exchange(), "outbox relay started");
+        tracing::info!(
+            schema = %self.schema,
+            exchange = %self.cfg.exchange(),
+            in_process = self.cfg.in_process_broker().is_some(),
+            "outbox relay started"
+        );
         while !cancel.is_cancelled() {
             if listener.is_none() {
                 listener = self.listen().await;
@@ -132,7 +154,11 @@ impl Relay {
                 }
             }
         }
-        self.flush().await;
+        // An in-process broker stops with this process: what it took now would vanish with
+        // its queues, so committed rows stay unpublished for the next start to publish.
+        if self.cfg.in_process_broker().is_none() {
+            self.flush().await;
+        }
         self.disconnect().await;
         tracing::info!(schema = %self.schema, "outbox relay stopped");
         Ok(())
@@ -150,7 +176,7 @@ impl Relay {
     }
 
     async fn process_batch(&mut self, mark: bool) -> anyhow::Result<usize> {
-        let channel = self.channel().await?;
+        let publisher = self.publisher().await?;
         let tx = self
             .db
             .conn()
@@ -178,7 +204,7 @@ impl Relay {
             .collect::<Result<Vec<_>, _>>()
             .context("reading claimed outbox rows")?;
 
-        let published = match self.publish(&channel, &claimed).await {
+        let published = match self.publish(&publisher, &claimed).await {
             Ok(published) => published,
             Err(error) => {
                 // The claim ends with the transaction, so the rows stay unpublished and
@@ -210,12 +236,15 @@ impl Relay {
         Ok(published.len())
     }
 
-    /// Publishes every row with publisher confirms; returns the ids the broker accepted.
-    async fn publish(&self, channel: &Channel, claimed: &[Claimed]) -> anyhow::Result<Vec<Uuid>> {
-        let exchange = amqp::short(&self.cfg.exchange())?;
-        let mut pending = Vec::with_capacity(claimed.len());
+    /// Publishes every row; returns the ids the broker accepted.
+    async fn publish(
+        &self,
+        publisher: &Publisher,
+        claimed: &[Claimed],
+    ) -> anyhow::Result<Vec<Uuid>> {
+        let mut outgoing = Vec::with_capacity(claimed.len());
         for row in claimed {
-            let Some((routing_key, properties)) = message_properties(row) else {
+            let Ok(routing_key) = ShortString::try_new(row.event_type.as_str()) else {
                 // Left unpublished for an operator to look at; it must not block the rest.
                 tracing::error!(
                     schema = %self.schema,
@@ -226,20 +255,75 @@ impl Relay {
                 continue;
             };
             let body = serde_json::to_vec(&row.payload).context("serializing outbox payload")?;
+            outgoing.push(Outgoing {
+                row,
+                routing_key,
+                body,
+            });
+        }
+
+        let delivered = match publisher {
+            Publisher::Amqp(channel) => self.publish_amqp(channel, outgoing).await?,
+            Publisher::InProcess(broker) => {
+                let exchange = self.cfg.exchange();
+                outgoing
+                    .into_iter()
+                    .map(|out| {
+                        let message = inprocess::Message::new(
+                            out.routing_key.as_str(),
+                            out.body,
+                            traceparent(out.row).map(str::to_owned),
+                        );
+                        (out.row, broker.publish(&exchange, &message) > 0)
+                    })
+                    .collect()
+            }
+        };
+
+        let mut published = Vec::with_capacity(delivered.len());
+        for (row, routed) in delivered {
+            if !routed {
+                // Nothing is bound for this type yet; later consumers start from their
+                // own queue, so holding the row back would only stall the outbox.
+                tracing::debug!(
+                    schema = %self.schema,
+                    event_id = %row.id,
+                    event_type = %row.event_type,
+                    "event published but no queue is bound for it"
+                );
+                metrics::counter!("crm_outbox_unroutable_total", "schema" => self.schema.clone())
+                    .increment(1);
+            }
+            published.push(row.id);
+        }
+        Ok(published)
+    }
+
+    /// Publishes with publisher confirms; returns each row the broker accepted and whether a
+    /// queue was bound for it.
+    async fn publish_amqp<'a>(
+        &self,
+        channel: &Channel,
+        outgoing: Vec<Outgoing<'a>>,
+    ) -> anyhow::Result<Vec<(&'a Claimed, bool)>> {
+        let exchange = amqp::short(&self.cfg.exchange())?;
+        let mut pending = Vec::with_capacity(outgoing.len());
+        for out in outgoing {
+            let properties = message_properties(out.row, &out.routing_key);
             let confirm = channel
                 .basic_publish(
                     exchange.clone(),
-                    routing_key,
+                    out.routing_key,
                     BasicPublishOptions {
                         mandatory: true,
                         ..BasicPublishOptions::default()
                     },
-                    &body,
+                    &out.body,
                     properties,
                 )
                 .await
-                .with_context(|| format!("publishing event {}", row.id))?;
-            pending.push((row, confirm));
+                .with_context(|| format!("publishing event {}", out.row.id))?;
+            pending.push((out.row, confirm));
         }
 
         let confirmations = tokio::time::timeout(
@@ -253,31 +337,26 @@ impl Relay {
         .await
         .context("timed out waiting for publisher confirms")?;
 
-        let mut published = Vec::with_capacity(confirmations.len());
+        let mut accepted = Vec::with_capacity(confirmations.len());
         for (row, confirmation) in confirmations {
             match confirmation.with_context(|| format!("confirming event {}", row.id))? {
-                Confirmation::Ack(None) => {}
-                Confirmation::Ack(Some(returned)) => {
-                    // Nothing is bound for this type yet; later consumers start from their
-                    // own queue, so holding the row back would only stall the outbox.
-                    tracing::debug!(
-                        schema = %self.schema,
-                        event_id = %row.id,
-                        event_type = %row.event_type,
-                        reply_text = %returned.reply_text,
-                        "event published but no queue is bound for it"
-                    );
-                    metrics::counter!("crm_outbox_unroutable_total", "schema" => self.schema.clone())
-                        .increment(1);
-                }
+                Confirmation::Ack(None) => accepted.push((row, true)),
+                Confirmation::Ack(Some(_returned)) => accepted.push((row, false)),
                 Confirmation::Nack(_) => anyhow::bail!("broker refused event {}", row.id),
                 Confirmation::NotRequested => {
                     anyhow::bail!("publisher confirms are not enabled on the relay channel")
                 }
             }
-            published.push(row.id);
         }
-        Ok(published)
+        Ok(accepted)
+    }
+
+    /// The in-process broker, or the confirm-mode channel to RabbitMQ.
+    async fn publisher(&mut self) -> anyhow::Result<Publisher> {
+        match self.cfg.in_process_broker() {
+            Some(broker) => Ok(Publisher::InProcess(broker.clone())),
+            None => self.channel().await.map(Publisher::Amqp),
+        }
     }
 
     /// The confirm-mode channel, reconnecting when the previous one is gone.
@@ -396,14 +475,17 @@ async fn wait_for_work(listener: &mut Option<PgListener>, cancel: &CancellationT
     }
 }
 
-fn message_properties(row: &Claimed) -> Option<(ShortString, BasicProperties)> {
-    let routing_key = ShortString::try_new(row.event_type.as_str()).ok()?;
+fn traceparent(row: &Claimed) -> Option<&str> {
+    row.payload.get("traceparent").and_then(|v| v.as_str())
+}
+
+fn message_properties(row: &Claimed, routing_key: &ShortString) -> BasicProperties {
     let mut headers = FieldTable::default();
     headers.insert(
         "tenantid".into(),
         amqp::long_string(&row.tenant_id.to_string()),
     );
-    if let Some(traceparent) = row.payload.get("traceparent").and_then(|v| v.as_str()) {
+    if let Some(traceparent) = traceparent(row) {
         headers.insert("traceparent".into(), amqp::long_string(traceparent));
     }
     let mut properties = BasicProperties::default()
@@ -420,7 +502,7 @@ fn message_properties(row: &Claimed) -> Option<(ShortString, BasicProperties)> {
     if let Ok(ts) = u64::try_from(row.created_at.timestamp()) {
         properties = properties.with_timestamp(ts);
     }
-    Some((routing_key, properties))
+    properties
 }
 
 async fn mark_published(

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use crm_bus::BusConfig;
+use crm_bus::{BusConfig, InProcessBroker};
 use crm_kit::{Cache, Config, Db, server};
 use secrecy::ExposeSecret;
 use tokio_util::sync::CancellationToken;
@@ -25,7 +25,8 @@ enum Command {
         /// Also create a demo tenant and print how to log in.
         #[arg(long)]
         demo: bool,
-        /// Use an in-process cache and run without RabbitMQ: only PostgreSQL is needed.
+        /// Use an in-process cache and an in-process event bus instead of Redis and RabbitMQ:
+        /// only PostgreSQL is needed.
         #[arg(long)]
         embedded: bool,
     },
@@ -82,10 +83,13 @@ async fn up(config: Config, demo: bool, embedded: bool) -> anyhow::Result<()> {
     migrate(&config).await?;
     let db = runtime_db(&config).await?;
     let (cache, bus) = if embedded {
+        // One broker for the process: every service's relay and consumers get a clone of
+        // this configuration, so they share its exchange and queues.
+        let bus = BusConfig::in_process(InProcessBroker::new(), config.bus_prefix.clone());
         println!(
-            "embedded mode: in-process cache; events stay in each service's outbox until a broker is configured"
+            "embedded mode: in-process cache; events flow in-process from each service's outbox to its consumers (no Redis or RabbitMQ needed)"
         );
-        (Cache::memory(), None)
+        (Cache::memory(), bus)
     } else {
         let cache = match tokio::time::timeout(
             Duration::from_secs(5),
@@ -114,7 +118,7 @@ async fn up(config: Config, demo: bool, embedded: bool) -> anyhow::Result<()> {
                 "cannot reach RabbitMQ ({e}); set AMQP_URL to a running RabbitMQ, or run `crm up --embedded`"
             );
         }
-        (cache, Some(bus))
+        (cache, bus)
     };
 
     let identity = crm_identity::Application::build(
@@ -122,7 +126,7 @@ async fn up(config: Config, demo: bool, embedded: bool) -> anyhow::Result<()> {
         crm_identity::Deps {
             db: db.clone(),
             cache: cache.clone(),
-            bus: bus.clone(),
+            bus: Some(bus.clone()),
         },
     )
     .await?;

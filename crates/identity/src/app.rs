@@ -36,7 +36,8 @@ pub const PUBLIC_METHODS: &[&str] = &[
 pub struct Deps {
     pub db: Db,
     pub cache: Cache,
-    /// None runs without publishing events (the outbox still records them).
+    /// RabbitMQ or an in-process broker ([`BusConfig::in_process`]); None runs without
+    /// publishing events (the outbox still records them).
     pub bus: Option<BusConfig>,
 }
 
@@ -92,7 +93,12 @@ impl Application {
         .await?;
         let readiness = Readiness {
             db: Some(deps.db.clone()),
-            amqp_url: deps.bus.as_ref().map(|b| b.amqp_url.clone().into()),
+            // An in-process bus has no broker to probe.
+            amqp_url: deps
+                .bus
+                .as_ref()
+                .filter(|b| b.in_process_broker().is_none())
+                .map(|b| b.amqp_url.clone().into()),
             cache: Some(deps.cache.clone()),
         };
         Ok(Self {

@@ -24,8 +24,42 @@ type Entries = HashMap<String, (String, Option<Instant>)>;
 /// Redis, or an in-process stand-in with the same semantics for a single process.
 #[derive(Clone)]
 pub enum Cache {
-    Redis(ConnectionManager),
+    Redis(RedisCache),
     Memory(Arc<Mutex<Entries>>),
+}
+
+/// A Redis connection that fails fast while Redis is down, so callers with a fallback
+/// (rate limits, throttles, permission caches) are not held up by reconnect attempts.
+#[derive(Clone)]
+pub struct RedisCache {
+    mgr: ConnectionManager,
+    down_until: Arc<Mutex<Option<Instant>>>,
+}
+
+/// How long each command may take.
+const COMMAND_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long to skip Redis after a failure before trying again.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(1);
+
+impl RedisCache {
+    /// Runs a command unless Redis failed very recently; marks it down on failure.
+    async fn run<T, F, Fut>(&self, f: F) -> Result<T, CacheError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: std::future::Future<Output = Result<T, redis::RedisError>>,
+    {
+        let down = *self.down_until.lock().unwrap_or_else(|p| p.into_inner());
+        if down.is_some_and(|d| Instant::now() < d) {
+            return Err(CacheError("redis unavailable".into()));
+        }
+        let res = match tokio::time::timeout(COMMAND_TIMEOUT, f(self.mgr.clone())).await {
+            Ok(r) => r.map_err(CacheError::from),
+            Err(_) => Err(CacheError("redis timed out".into())),
+        };
+        let mut guard = self.down_until.lock().unwrap_or_else(|p| p.into_inner());
+        *guard = res.is_err().then(|| Instant::now() + RETRY_AFTER_FAILURE);
+        res
+    }
 }
 
 impl std::fmt::Debug for Cache {
@@ -46,7 +80,10 @@ impl Cache {
             .set_response_timeout(Duration::from_secs(2))
             .set_number_of_retries(2);
         let mgr = ConnectionManager::new_with_config(client, cfg).await?;
-        Ok(Self::Redis(mgr))
+        Ok(Self::Redis(RedisCache {
+            mgr,
+            down_until: Arc::new(Mutex::new(None)),
+        }))
     }
 
     /// An in-process cache.
@@ -64,9 +101,10 @@ impl Cache {
     /// Checks the connection.
     pub async fn ping(&self) -> Result<(), CacheError> {
         match self {
-            Self::Redis(c) => {
-                let mut c = c.clone();
-                let _: String = redis::cmd("PING").query_async(&mut c).await?;
+            Self::Redis(r) => {
+                let _: String = r
+                    .run(|mut c| async move { redis::cmd("PING").query_async(&mut c).await })
+                    .await?;
                 Ok(())
             }
             Self::Memory(_) => Ok(()),
@@ -76,7 +114,7 @@ impl Cache {
     /// Reads a value.
     pub async fn get(&self, key: &str) -> Result<Option<String>, CacheError> {
         match self {
-            Self::Redis(c) => Ok(c.clone().get(key).await?),
+            Self::Redis(r) => r.run(|mut c| async move { c.get(key).await }).await,
             Self::Memory(m) => Ok(Self::with_map(m, |map| {
                 map.get(key).map(|(v, _)| v.clone())
             })),
@@ -86,9 +124,9 @@ impl Cache {
     /// Writes a value with a time to live.
     pub async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), CacheError> {
         match self {
-            Self::Redis(c) => {
-                let _: () = c.clone().set_ex(key, value, ttl.as_secs().max(1)).await?;
-                Ok(())
+            Self::Redis(r) => {
+                r.run(|mut c| async move { c.set_ex::<_, _, ()>(key, value, ttl.as_secs().max(1)).await })
+                    .await
             }
             Self::Memory(m) => {
                 Self::with_map(m, |map| {
@@ -102,16 +140,42 @@ impl Cache {
         }
     }
 
+    /// Writes a value only if the key is absent; returns whether it was written.
+    pub async fn set_nx(&self, key: &str, value: &str, ttl: Duration) -> Result<bool, CacheError> {
+        match self {
+            Self::Redis(r) => {
+                let res: Option<String> = r
+                    .run(|mut c| async move {
+                        redis::cmd("SET")
+                            .arg(key)
+                            .arg(value)
+                            .arg("NX")
+                            .arg("PX")
+                            .arg(ttl.as_millis().max(1) as u64)
+                            .query_async(&mut c)
+                            .await
+                    })
+                    .await?;
+                Ok(res.is_some())
+            }
+            Self::Memory(m) => Ok(Self::with_map(m, |map| {
+                if map.contains_key(key) {
+                    false
+                } else {
+                    map.insert(key.to_owned(), (value.to_owned(), Some(Instant::now() + ttl)));
+                    true
+                }
+            })),
+        }
+    }
+
     /// Deletes keys.
     pub async fn del(&self, keys: &[String]) -> Result<(), CacheError> {
         if keys.is_empty() {
             return Ok(());
         }
         match self {
-            Self::Redis(c) => {
-                let _: () = c.clone().del(keys).await?;
-                Ok(())
-            }
+            Self::Redis(r) => r.run(|mut c| async move { c.del::<_, ()>(keys).await }).await,
             Self::Memory(m) => {
                 Self::with_map(m, |map| {
                     keys.iter().for_each(|k| {
@@ -126,16 +190,19 @@ impl Cache {
     /// Increments a counter, starting its time to live on first use; returns the new value.
     pub async fn incr(&self, key: &str, ttl: Duration) -> Result<i64, CacheError> {
         match self {
-            Self::Redis(c) => {
-                let mut c = c.clone();
-                let (n, _): (i64, i64) = redis::pipe()
-                    .atomic()
-                    .incr(key, 1)
-                    .cmd("EXPIRE")
-                    .arg(key)
-                    .arg(ttl.as_secs().max(1))
-                    .arg("NX")
-                    .query_async(&mut c)
+            Self::Redis(r) => {
+                let (n, _): (i64, i64) = r
+                    .run(|mut c| async move {
+                        redis::pipe()
+                            .atomic()
+                            .incr(key, 1)
+                            .cmd("EXPIRE")
+                            .arg(key)
+                            .arg(ttl.as_secs().max(1))
+                            .arg("NX")
+                            .query_async(&mut c)
+                            .await
+                    })
                     .await?;
                 Ok(n)
             }

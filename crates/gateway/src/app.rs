@@ -1,0 +1,285 @@
+//! Start-up: the router with its middleware, the OpenAPI document, the docs page, and serving.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, State},
+    http::{HeaderValue, Method, StatusCode, header},
+    middleware::from_fn_with_state,
+    response::{Html, IntoResponse, Response},
+};
+use crm_kit::{
+    Cache, Config, TokenVerifier,
+    auth::GrpcJwksSource,
+    server::{self, Readiness},
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tower_http::{
+    compression::CompressionLayer,
+    cors::{AllowOrigin, CorsLayer},
+    request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer},
+    timeout::TimeoutLayer,
+    trace::TraceLayer,
+};
+use utoipa::{
+    Modify, OpenApi,
+    openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme},
+};
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    backends::Backends,
+    config::GatewaySettings,
+    error::render_problems,
+    middleware::{Idempotency, RateLimiter, authenticate, client_address, idempotency, rate_limit},
+    routes::identity,
+};
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub backends: Backends,
+    pub readiness: Arc<Readiness>,
+    pub openapi: Arc<String>,
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "CRM partner API", version = "1", description = "REST API of the multi-tenant CRM. \
+        Errors are application/problem+json; lists are cursor pages {items, nextCursor}; POSTs honour \
+        Idempotency-Key; PATCHes honour If-Match; every response carries X-Request-Id and RateLimit headers."),
+    modifiers(&BearerAuth),
+    components(schemas(crate::dto::Problem, crate::dto::ProblemField))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        if let Some(c) = openapi.components.as_mut() {
+            c.add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+            );
+        }
+    }
+}
+
+const RAPIDOC_JS: &[u8] = include_bytes!("../assets/rapidoc-min.js");
+
+const DOCS_HTML: &str = r#"<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<title>CRM partner API</title>
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<script type="module" src="/api/v1/docs/rapidoc-min.js"></script>
+</head>
+<body>
+<rapi-doc spec-url="/api/v1/openapi.json" render-style="read" show-header="false" allow-server-selection="false"
+  allow-authentication="true" theme="light"></rapi-doc>
+</body>
+</html>
+"#;
+
+/// The OpenAPI 3.1 document.
+#[utoipa::path(get, path = "/openapi.json", tag = "meta", responses((status = 200, description = "This document", body = serde_json::Value)))]
+async fn openapi_json(State(s): State<AppState>) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], s.openapi.as_str().to_owned()).into_response()
+}
+
+/// The API reference (renders offline: its assets are served from here).
+#[utoipa::path(get, path = "/docs", tag = "meta", responses((status = 200, description = "HTML page", content_type = "text/html", body = String)))]
+async fn docs() -> Html<&'static str> {
+    Html(DOCS_HTML)
+}
+
+/// The docs page's script.
+#[utoipa::path(get, path = "/docs/rapidoc-min.js", tag = "meta", responses((status = 200, description = "JavaScript", content_type = "text/javascript", body = String)))]
+async fn docs_js() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("text/javascript")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=86400")),
+        ],
+        RAPIDOC_JS,
+    )
+        .into_response()
+}
+
+/// Liveness.
+#[utoipa::path(get, path = "/livez", tag = "meta", responses((status = 200, description = "Alive", content_type = "text/plain", body = String)))]
+async fn livez() -> &'static str {
+    "ok"
+}
+
+/// Readiness: Redis and identity answer.
+#[utoipa::path(get, path = "/readyz", tag = "meta", responses(
+    (status = 200, description = "Ready", content_type = "text/plain", body = String),
+    (status = 503, description = "A dependency is down", content_type = "text/plain", body = String)))]
+async fn readyz(State(s): State<AppState>) -> Response {
+    let mut failures = s.readiness.check().await;
+    let mut cell = match s.backends.cell(None) {
+        Ok(c) => c.identity.clone(),
+        Err(_) => return (StatusCode::SERVICE_UNAVAILABLE, "no default cell").into_response(),
+    };
+    let probe = tokio::time::timeout(Duration::from_secs(2), cell.get_jwks(crm_proto::identity::GetJwksRequest {})).await;
+    if !matches!(probe, Ok(Ok(_))) {
+        failures.push("identity: unreachable".into());
+    }
+    if failures.is_empty() {
+        (StatusCode::OK, "ok".to_owned()).into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, failures.join("\n")).into_response()
+    }
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "meta", responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
+async fn metrics_text() -> Response {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crm_kit::telemetry::prometheus().render()).into_response()
+}
+
+/// The router and its OpenAPI document.
+pub fn router(
+    state_parts: (Backends, Readiness),
+    verifier: Arc<TokenVerifier>,
+    cache: Cache,
+    settings: &GatewaySettings,
+) -> (Router, utoipa::openapi::OpenApi) {
+    let limiter = RateLimiter::new(
+        cache.clone(),
+        settings.tenant_quota,
+        settings.client_quota,
+        settings.anonymous_quota,
+    );
+    let idem = Idempotency { cache, body_limit: settings.body_limit };
+    let public = identity::public().layer(from_fn_with_state(limiter.clone(), rate_limit));
+    // Layers run outermost-last: authenticate, then rate limit (it needs the caller), then idempotency.
+    let protected = identity::protected()
+        .layer(from_fn_with_state(idem, idempotency))
+        .layer(from_fn_with_state(limiter, rate_limit))
+        .layer(from_fn_with_state(verifier, authenticate));
+    let api = OpenApiRouter::new()
+        .merge(public)
+        .merge(protected)
+        .routes(routes!(openapi_json))
+        .routes(routes!(docs))
+        .routes(routes!(docs_js));
+    let (router, doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .nest("/api/v1", api)
+        .routes(routes!(identity::jwks))
+        .routes(routes!(livez))
+        .routes(routes!(readyz))
+        .routes(routes!(metrics_text))
+        .split_for_parts();
+    let state = AppState {
+        backends: state_parts.0,
+        readiness: Arc::new(state_parts.1),
+        openapi: Arc::new(doc.to_json().unwrap_or_default()),
+    };
+    (router.with_state(state), doc)
+}
+
+/// Wraps the router in the cross-cutting layers.
+fn layered(router: Router, settings: &GatewaySettings) -> Router {
+    let mut r = router
+        .layer(axum::middleware::from_fn(client_address))
+        .layer(DefaultBodyLimit::max(settings.body_limit))
+        .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, settings.request_timeout))
+        .layer(axum::middleware::from_fn(render_problems))
+        .layer(CompressionLayer::new());
+    if !settings.cors_origins.is_empty() {
+        let origin = if settings.cors_origins.iter().any(|o| o == "*") {
+            AllowOrigin::any()
+        } else {
+            AllowOrigin::list(settings.cors_origins.iter().filter_map(|o| o.parse().ok()))
+        };
+        r = r.layer(
+            CorsLayer::new()
+                .allow_origin(origin)
+                .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::PUT, Method::DELETE])
+                .allow_headers([
+                    header::AUTHORIZATION,
+                    header::CONTENT_TYPE,
+                    header::IF_MATCH,
+                    header::HeaderName::from_static("idempotency-key"),
+                    header::HeaderName::from_static("x-request-id"),
+                ])
+                .expose_headers([
+                    header::ETAG,
+                    header::LOCATION,
+                    header::RETRY_AFTER,
+                    header::HeaderName::from_static("x-request-id"),
+                    header::HeaderName::from_static("ratelimit"),
+                    header::HeaderName::from_static("ratelimit-policy"),
+                ])
+                .max_age(Duration::from_secs(600)),
+        );
+    }
+    r.layer(
+        TraceLayer::new_for_http()
+            .make_span_with(|req: &axum::http::Request<_>| {
+                crm_kit::telemetry::server_span(req.headers(), "http", req.uri().path())
+            })
+            .on_response(|res: &axum::http::Response<_>, latency: Duration, _span: &tracing::Span| {
+                let status = res.status().as_u16().to_string();
+                metrics::counter!("crm_http_requests_total", "status" => status).increment(1);
+                metrics::histogram!("crm_http_request_duration_seconds").record(latency.as_secs_f64());
+            }),
+    )
+    .layer(PropagateRequestIdLayer::x_request_id())
+    .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+}
+
+/// A built, bound, not yet running gateway.
+pub struct Application {
+    router: Router,
+    listener: TcpListener,
+}
+
+impl Application {
+    /// Builds the gateway and binds its port.
+    pub async fn build(config: &Config, settings: GatewaySettings, cache: Cache) -> anyhow::Result<Self> {
+        let backends = Backends::new(&settings)?;
+        let verifier = Arc::new(TokenVerifier::new(
+            Arc::new(GrpcJwksSource::new(&config.identity_url)?),
+            &config.jwt_issuer,
+            &config.jwt_audience,
+        ));
+        let readiness = Readiness { db: None, amqp_url: None, cache: Some(cache.clone()) };
+        let (router, _) = router((backends, readiness), verifier, cache, &settings);
+        let router = layered(router, &settings);
+        let listener = server::bind(SocketAddr::new(config.bind_host, config.http_port("gateway"))).await?;
+        Ok(Self { router, listener })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `cancel` fires, then drains in-flight requests.
+    pub async fn run_until_stopped(self, cancel: CancellationToken) -> anyhow::Result<()> {
+        axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move { cancel.cancelled().await })
+            .await?;
+        Ok(())
+    }
+}
+
+/// The OpenAPI document as served (for tooling).
+pub fn openapi_document() -> anyhow::Result<String> {
+    let settings = GatewaySettings::from_map(&Default::default(), "http://127.0.0.1:1")?;
+    let backends = Backends::new(&settings)?;
+    let verifier = Arc::new(TokenVerifier::new(
+        Arc::new(GrpcJwksSource::new("http://127.0.0.1:1")?),
+        "iss",
+        "aud",
+    ));
+    let (_, doc) = router((backends, Readiness::default()), verifier, Cache::memory(), &settings);
+    Ok(doc.to_pretty_json()?)
+}

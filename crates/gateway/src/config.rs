@@ -1,0 +1,142 @@
+//! Gateway settings from the environment, validated with messages that name the variable.
+
+use std::{collections::HashMap, time::Duration};
+
+use crm_kit::TenantId;
+
+/// A fixed-window request quota.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quota {
+    pub requests: u64,
+    pub window: Duration,
+}
+
+/// Everything the gateway adds to the shared configuration.
+#[derive(Clone, Debug)]
+pub struct GatewaySettings {
+    /// Per tenant, across all its users and clients.
+    pub tenant_quota: Quota,
+    /// Per user or API client.
+    pub client_quota: Quota,
+    /// Per client address on the routes that need no token (sign-up, login, token).
+    pub anonymous_quota: Quota,
+    pub body_limit: usize,
+    pub request_timeout: Duration,
+    /// Allowed CORS origins; `*` allows any; empty disables CORS.
+    pub cors_origins: Vec<String>,
+    /// Backend cells by name; `default` always exists.
+    pub cells: HashMap<String, CellUrls>,
+    /// Tenants served by a cell other than `default`.
+    pub tenant_cells: HashMap<TenantId, String>,
+}
+
+/// Where one cell's services listen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CellUrls {
+    pub identity: String,
+}
+
+impl GatewaySettings {
+    /// Reads the process environment; `identity_url` is the default cell's identity.
+    pub fn from_env(identity_url: &str) -> Result<Self, crm_kit::config::ConfigError> {
+        let vars: HashMap<String, String> = std::env::vars().collect();
+        Self::from_map(&vars, identity_url)
+    }
+
+    /// Reads settings from a map.
+    pub fn from_map(
+        vars: &HashMap<String, String>,
+        identity_url: &str,
+    ) -> Result<Self, crm_kit::config::ConfigError> {
+        let mut errors = Vec::new();
+        let get = |k: &str| vars.get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let mut num = |k: &str, default: u64, min: u64, max: u64| match get(k) {
+            None => default,
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) if (min..=max).contains(&n) => n,
+                _ => {
+                    errors.push(format!("{k}: must be an integer between {min} and {max}, got {v:?}"));
+                    default
+                }
+            },
+        };
+        let window = Duration::from_secs(num("CRM_RATE_LIMIT_WINDOW_SECS", 10, 1, 3600));
+        let tenant_quota = Quota { requests: num("CRM_RATE_LIMIT_PER_TENANT", 1900, 1, 10_000_000), window };
+        let client_quota = Quota { requests: num("CRM_RATE_LIMIT_PER_CLIENT", 190, 1, 10_000_000), window };
+        let anonymous_quota = Quota { requests: num("CRM_RATE_LIMIT_ANONYMOUS", 60, 1, 10_000_000), window };
+        let body_limit = num("CRM_BODY_LIMIT_BYTES", 1024 * 1024, 1024, 100 * 1024 * 1024) as usize;
+        let request_timeout = Duration::from_secs(num("CRM_REQUEST_TIMEOUT_SECS", 30, 1, 600));
+        let cors_origins: Vec<String> = get("CRM_CORS_ORIGINS")
+            .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default();
+        for o in &cors_origins {
+            if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
+                errors.push(format!("CRM_CORS_ORIGINS: {o:?} is not an origin such as https://app.example.com"));
+            }
+        }
+        let mut cells = HashMap::new();
+        cells.insert("default".to_owned(), CellUrls { identity: identity_url.to_owned() });
+        let mut tenant_cells = HashMap::new();
+        if let Some(map) = get("CRM_TENANT_CELLS") {
+            for pair in map.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                let Some((tenant, cell)) = pair.split_once('=') else {
+                    errors.push(format!("CRM_TENANT_CELLS: {pair:?} is not tenant_id=cell"));
+                    continue;
+                };
+                let Ok(tenant) = tenant.trim().parse::<TenantId>() else {
+                    errors.push(format!("CRM_TENANT_CELLS: {tenant:?} is not a tenant id"));
+                    continue;
+                };
+                let cell = cell.trim().to_owned();
+                if !cells.contains_key(&cell) {
+                    let var = format!("CRM_CELL_{}_IDENTITY_URL", cell.to_uppercase().replace('-', "_"));
+                    match get(&var) {
+                        Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
+                            cells.insert(cell.clone(), CellUrls { identity: url });
+                        }
+                        Some(url) => errors.push(format!("{var}: not an http(s) URL: {url:?}")),
+                        None => errors.push(format!("{var}: required because CRM_TENANT_CELLS names cell {cell:?}")),
+                    }
+                }
+                tenant_cells.insert(tenant, cell);
+            }
+        }
+        if !errors.is_empty() {
+            return Err(crm_kit::config::ConfigError(errors));
+        }
+        Ok(Self {
+            tenant_quota,
+            client_quota,
+            anonymous_quota,
+            body_limit,
+            request_timeout,
+            cors_origins,
+            cells,
+            tenant_cells,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_cells() {
+        let s = GatewaySettings::from_map(&HashMap::new(), "http://id:1").unwrap();
+        assert_eq!(s.client_quota.requests, 190);
+        assert_eq!(s.client_quota.window, Duration::from_secs(10));
+        let t = TenantId::new();
+        let vars: HashMap<String, String> = [
+            ("CRM_TENANT_CELLS".to_owned(), format!("{t}=big")),
+            ("CRM_CELL_BIG_IDENTITY_URL".to_owned(), "http://big:50051".to_owned()),
+        ]
+        .into();
+        let s = GatewaySettings::from_map(&vars, "http://id:1").unwrap();
+        assert_eq!(s.tenant_cells[&t], "big");
+        assert_eq!(s.cells["big"].identity, "http://big:50051");
+        let vars: HashMap<String, String> = [("CRM_TENANT_CELLS".to_owned(), format!("{t}=nowhere"))].into();
+        let err = GatewaySettings::from_map(&vars, "http://id:1").unwrap_err().to_string();
+        assert!(err.contains("CRM_CELL_NOWHERE_IDENTITY_URL"), "{err}");
+    }
+}

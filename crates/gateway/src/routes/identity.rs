@@ -1,0 +1,1067 @@
+//! The identity section of the partner API: sign-up, login, tokens, the caller, users, teams,
+//! roles, API clients and security events.
+
+use axum::{
+    Json as AJson,
+    body::Bytes,
+    extract::{Path, State},
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use crm_kit::{ApiError, ErrorCode};
+use crm_proto::identity as pb;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+
+use crate::{
+    app::AppState,
+    backends::Ctx,
+    dto::{ListParams, StdErrors, next_cursor, time},
+    error::{GwError, GwResult, Json, OwnErrorFormat, Query, body_rejection},
+};
+
+// ---- shapes ----------------------------------------------------------------------------
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SignupRequest {
+    pub tenant_name: String,
+    /// Lowercase letters, digits and hyphens; identifies the tenant at login.
+    pub tenant_slug: String,
+    pub email: String,
+    /// At least 12 characters.
+    pub password: String,
+    pub name: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Tenant {
+    pub id: String,
+    pub name: String,
+    pub slug: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SignupUser {
+    pub id: String,
+    pub email: String,
+    pub role: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SignupResponse {
+    pub tenant: Tenant,
+    pub user: SignupUser,
+    pub access_token: String,
+    pub refresh_token: String,
+    /// Always "Bearer".
+    pub token_type: String,
+    /// Seconds until the access token expires.
+    pub expires_in: i64,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct LoginRequest {
+    pub tenant_slug: String,
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenPair {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub token_type: String,
+    pub expires_in: i64,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RefreshRequest {
+    pub refresh_token: String,
+}
+
+/// OAuth 2.0 token response (RFC 6749 §5.1).
+#[derive(Serialize, ToSchema)]
+pub struct OAuthToken {
+    pub access_token: String,
+    pub token_type: String,
+    pub expires_in: i64,
+}
+
+/// OAuth 2.0 error response (RFC 6749 §5.2).
+#[derive(Serialize, ToSchema)]
+pub struct OAuthError {
+    pub error: String,
+    pub error_description: String,
+}
+
+/// Form fields of the client credentials grant.
+#[derive(Deserialize, ToSchema)]
+pub struct TokenForm {
+    pub grant_type: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub scope: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub role: String,
+    pub team_ids: Vec<String>,
+    pub timezone: String,
+    pub locale: String,
+    pub disabled: bool,
+    pub version: i64,
+    pub created_at: Option<String>,
+    pub updated_at: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MeUser {
+    pub id: String,
+    pub email: String,
+    pub name: String,
+    pub role: String,
+    pub team_ids: Vec<String>,
+    pub timezone: String,
+    pub locale: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Clone)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Permission {
+    /// account, contact, opportunity, lead, ticket, activity, user, team, role, ...
+    pub object_type: String,
+    /// read, create, update, delete or export.
+    pub action: String,
+    /// own, team or all.
+    pub scope: String,
+}
+
+#[derive(Serialize, Deserialize, ToSchema, Clone)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FieldRule {
+    pub object_type: String,
+    pub field: String,
+    /// hidden or read_only.
+    pub access: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EffectivePermissions {
+    pub role: String,
+    pub team_ids: Vec<String>,
+    pub permissions: Vec<Permission>,
+    pub field_rules: Vec<FieldRule>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Me {
+    /// Null when the caller is an API client.
+    pub user: Option<MeUser>,
+    pub tenant: Tenant,
+    pub permissions: EffectivePermissions,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CreateUserRequest {
+    pub email: String,
+    pub name: Option<String>,
+    /// A role key: admin, sales_manager, sales_rep, support_agent, read_only or a custom one.
+    pub role: String,
+    /// Optional; a user without one cannot log in until it is set.
+    pub password: Option<String>,
+    pub timezone: Option<String>,
+    pub locale: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UpdateUserRequest {
+    pub name: Option<String>,
+    pub role: Option<String>,
+    pub password: Option<String>,
+    pub timezone: Option<String>,
+    pub locale: Option<String>,
+    pub disabled: Option<bool>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Team {
+    pub id: String,
+    pub name: String,
+    pub member_user_ids: Vec<String>,
+    pub version: i64,
+    pub created_at: Option<String>,
+    pub updated_at: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CreateTeamRequest {
+    pub name: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Role {
+    pub id: String,
+    pub key: String,
+    pub name: String,
+    pub description: String,
+    pub builtin: bool,
+    pub permissions: Vec<Permission>,
+    pub field_rules: Vec<FieldRule>,
+    pub version: i64,
+    pub created_at: Option<String>,
+    pub updated_at: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CreateRoleRequest {
+    pub key: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub permissions: Vec<Permission>,
+    pub field_rules: Option<Vec<FieldRule>>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UpdateRoleRequest {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub permissions: Option<Vec<Permission>>,
+    pub field_rules: Option<Vec<FieldRule>>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiClient {
+    pub id: String,
+    pub name: String,
+    pub client_id: String,
+    pub role: String,
+    pub created_at: Option<String>,
+    pub last_used_at: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CreateApiClientRequest {
+    pub name: String,
+    pub role: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedApiClient {
+    pub id: String,
+    pub name: String,
+    pub client_id: String,
+    /// Shown once; store it now.
+    pub client_secret: String,
+    pub role: String,
+    pub created_at: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SecurityEvent {
+    pub id: String,
+    /// login.succeeded, login.failed, refresh_token.reused, user.role_changed, ...
+    pub kind: String,
+    pub actor_id: Option<String>,
+    pub subject_id: Option<String>,
+    pub client_address: Option<String>,
+    pub detail: serde_json::Value,
+    pub occurred_at: Option<String>,
+}
+
+macro_rules! page {
+    ($name:ident, $item:ty) => {
+        #[derive(Serialize, ToSchema)]
+        #[serde(rename_all = "camelCase")]
+        pub struct $name {
+            pub items: Vec<$item>,
+            /// Null on the last page.
+            pub next_cursor: Option<String>,
+        }
+    };
+}
+page!(UserPage, User);
+page!(TeamPage, Team);
+page!(RolePage, Role);
+page!(ApiClientPage, ApiClient);
+page!(SecurityEventPage, SecurityEvent);
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct SecurityEventParams {
+    /// Page size, 1 to 200 (default 50).
+    pub limit: Option<i64>,
+    /// Opaque cursor from the previous page.
+    pub cursor: Option<String>,
+    /// Only events of this kind.
+    pub kind: Option<String>,
+}
+
+// ---- conversions -------------------------------------------------------------------------
+
+fn none_if_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn scope_str(s: i32) -> String {
+    match pb::Scope::try_from(s) {
+        Ok(pb::Scope::Own) => "own",
+        Ok(pb::Scope::Team) => "team",
+        Ok(pb::Scope::All) => "all",
+        _ => "unspecified",
+    }
+    .into()
+}
+
+fn access_str(a: i32) -> String {
+    match pb::FieldAccess::try_from(a) {
+        Ok(pb::FieldAccess::Hidden) => "hidden",
+        Ok(pb::FieldAccess::ReadOnly) => "read_only",
+        _ => "unspecified",
+    }
+    .into()
+}
+
+fn permission(p: pb::Permission) -> Permission {
+    Permission { object_type: p.object_type, action: p.action, scope: scope_str(p.scope) }
+}
+
+fn field_rule(r: pb::FieldRule) -> FieldRule {
+    FieldRule { object_type: r.object_type, field: r.field, access: access_str(r.access) }
+}
+
+fn permissions_pb(ps: Vec<Permission>) -> Result<Vec<pb::Permission>, ApiError> {
+    ps.into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let scope = match p.scope.as_str() {
+                "own" => pb::Scope::Own,
+                "team" => pb::Scope::Team,
+                "all" => pb::Scope::All,
+                _ => return Err(ApiError::invalid(format!("permissions[{i}].scope"), "must be own, team or all")),
+            };
+            Ok(pb::Permission { object_type: p.object_type, action: p.action, scope: scope as i32 })
+        })
+        .collect()
+}
+
+fn rules_pb(rs: Vec<FieldRule>) -> Result<Vec<pb::FieldRule>, ApiError> {
+    rs.into_iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let access = match r.access.as_str() {
+                "hidden" => pb::FieldAccess::Hidden,
+                "read_only" => pb::FieldAccess::ReadOnly,
+                _ => return Err(ApiError::invalid(format!("fieldRules[{i}].access"), "must be hidden or read_only")),
+            };
+            Ok(pb::FieldRule { object_type: r.object_type, field: r.field, access: access as i32 })
+        })
+        .collect()
+}
+
+fn tenant(t: Option<pb::Tenant>) -> Tenant {
+    let t = t.unwrap_or_default();
+    Tenant { id: t.id, name: t.name, slug: t.slug }
+}
+
+fn user(u: pb::User) -> User {
+    User {
+        id: u.id,
+        email: u.email,
+        name: u.name,
+        role: u.role,
+        team_ids: u.team_ids,
+        timezone: u.timezone,
+        locale: u.locale,
+        disabled: u.disabled,
+        version: u.version,
+        created_at: time(u.create_time),
+        updated_at: time(u.update_time),
+    }
+}
+
+fn team(t: pb::Team) -> Team {
+    Team {
+        id: t.id,
+        name: t.name,
+        member_user_ids: t.member_user_ids,
+        version: t.version,
+        created_at: time(t.create_time),
+        updated_at: time(t.update_time),
+    }
+}
+
+fn role(r: pb::Role) -> Role {
+    Role {
+        id: r.id,
+        key: r.key,
+        name: r.name,
+        description: r.description,
+        builtin: r.builtin,
+        permissions: r.permissions.into_iter().map(permission).collect(),
+        field_rules: r.field_rules.into_iter().map(field_rule).collect(),
+        version: r.version,
+        created_at: time(r.create_time),
+        updated_at: time(r.update_time),
+    }
+}
+
+fn api_client(c: pb::ApiClient) -> ApiClient {
+    ApiClient {
+        id: c.id,
+        name: c.name,
+        client_id: c.client_id,
+        role: c.role,
+        created_at: time(c.create_time),
+        last_used_at: time(c.last_used_time),
+    }
+}
+
+fn tokens(t: Option<pb::TokenPair>) -> TokenPair {
+    let t = t.unwrap_or_default();
+    TokenPair {
+        access_token: t.access_token,
+        refresh_token: t.refresh_token,
+        token_type: t.token_type,
+        expires_in: t.expires_in,
+    }
+}
+
+fn missing<T>(what: &str) -> impl FnOnce() -> GwError + '_ {
+    move || GwError(ApiError::internal(format!("backend answered without {what}")))
+}
+
+/// A strong entity tag for a version.
+fn etag(version: i64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
+}
+
+/// The If-Match header as the service's etag; `*` matches any version.
+fn if_match(headers: &HeaderMap) -> GwResult<String> {
+    match headers.get(header::IF_MATCH) {
+        None => Ok(String::new()),
+        Some(v) => {
+            let s = v.to_str().map_err(|_| ApiError::invalid("If-Match", "must be an entity tag"))?.trim();
+            if s == "*" {
+                return Ok(String::new());
+            }
+            let inner = s.trim_start_matches("W/").trim_matches('"');
+            if inner.parse::<i64>().is_err() {
+                return Err(ApiError::new(ErrorCode::PreconditionFailed, "If-Match does not match the current version")
+                    .into());
+            }
+            Ok(inner.to_owned())
+        }
+    }
+}
+
+fn with_etag(version: i64, body: impl IntoResponse) -> Response {
+    let mut res = body.into_response();
+    res.headers_mut().insert(header::ETAG, etag(version));
+    res
+}
+
+fn created(location: String, version: Option<i64>, body: impl IntoResponse) -> Response {
+    let mut res = (StatusCode::CREATED, body).into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    if let Some(v) = version {
+        res.headers_mut().insert(header::ETAG, etag(v));
+    }
+    res
+}
+
+fn no_store(mut res: Response) -> Response {
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res
+}
+
+
+
+// ---- public routes -----------------------------------------------------------------------
+
+/// Creates a tenant and its first user, an admin.
+#[utoipa::path(post, path = "/auth/signup", tag = "auth", request_body = SignupRequest,
+    responses((status = 201, description = "Tenant created; the user is logged in", body = SignupResponse), StdErrors))]
+async fn signup(State(s): State<AppState>, ctx: Ctx, Json(b): Json<SignupRequest>) -> GwResult<Response> {
+    let mut cell = s.backends.cell(None)?.identity.clone();
+    let r = cell
+        .sign_up(s.backends.request(&ctx, pb::SignUpRequest {
+            tenant_name: b.tenant_name,
+            tenant_slug: b.tenant_slug,
+            email: b.email,
+            password: b.password,
+            name: b.name.unwrap_or_default(),
+        }))
+        .await?
+        .into_inner();
+    let u = r.user.ok_or_else(missing::<()>("user"))?;
+    let t = tokens(r.tokens);
+    let body = SignupResponse {
+        tenant: tenant(r.tenant),
+        user: SignupUser { id: u.id.clone(), email: u.email, role: u.role },
+        access_token: t.access_token,
+        refresh_token: t.refresh_token,
+        token_type: t.token_type,
+        expires_in: t.expires_in,
+    };
+    Ok(no_store(created(format!("/api/v1/users/{}", u.id), None, AJson(body))))
+}
+
+/// Exchanges credentials for tokens; a wrong e-mail and a wrong password give the same 401.
+#[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest,
+    responses((status = 200, body = TokenPair), StdErrors))]
+async fn login(State(s): State<AppState>, ctx: Ctx, Json(b): Json<LoginRequest>) -> GwResult<Response> {
+    let mut cell = s.backends.cell(None)?.identity.clone();
+    let r = cell
+        .login(s.backends.request(&ctx, pb::LoginRequest {
+            tenant_slug: b.tenant_slug,
+            email: b.email,
+            password: b.password,
+            client_address: ctx.client_address.clone(),
+        }))
+        .await?
+        .into_inner();
+    Ok(no_store(AJson(tokens(r.tokens)).into_response()))
+}
+
+/// Rotates a refresh token. A rotated token used again is refused and revokes its family.
+#[utoipa::path(post, path = "/auth/refresh", tag = "auth", request_body = RefreshRequest,
+    responses((status = 200, body = TokenPair), StdErrors))]
+async fn refresh(State(s): State<AppState>, ctx: Ctx, Json(b): Json<RefreshRequest>) -> GwResult<Response> {
+    let mut cell = s.backends.cell(None)?.identity.clone();
+    let r = cell
+        .refresh_token(s.backends.request(&ctx, pb::RefreshTokenRequest { refresh_token: b.refresh_token }))
+        .await?
+        .into_inner();
+    Ok(no_store(AJson(tokens(r.tokens)).into_response()))
+}
+
+/// Revokes a refresh token and its family.
+#[utoipa::path(post, path = "/auth/logout", tag = "auth", request_body = RefreshRequest,
+    responses((status = 204, description = "Logged out"), StdErrors))]
+async fn logout(State(s): State<AppState>, ctx: Ctx, Json(b): Json<RefreshRequest>) -> GwResult<StatusCode> {
+    let mut cell = s.backends.cell(None)?.identity.clone();
+    cell.logout(s.backends.request(&ctx, pb::LogoutRequest { refresh_token: b.refresh_token }))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
+    let mut res = (
+        status,
+        AJson(OAuthError { error: error.into(), error_description: description.into() }),
+    )
+        .into_response();
+    res.extensions_mut().insert(OwnErrorFormat);
+    no_store(res)
+}
+
+/// OAuth 2.0 client credentials grant (RFC 6749 §4.4), form-encoded.
+#[utoipa::path(post, path = "/oauth/token", tag = "auth",
+    request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 200, body = OAuthToken),
+        (status = 400, description = "invalid_request or unsupported_grant_type", body = OAuthError),
+        (status = 401, description = "invalid_client", body = OAuthError),
+        (status = 429, description = "Rate limit exceeded", body = crate::dto::Problem, content_type = "application/problem+json"),
+        (status = 500, description = "Internal error", body = crate::dto::Problem, content_type = "application/problem+json")))]
+async fn oauth_token(State(s): State<AppState>, ctx: Ctx, headers: HeaderMap, body: Result<Bytes, axum::extract::rejection::BytesRejection>) -> Response {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if !ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded") {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "content-type must be application/x-www-form-urlencoded");
+    }
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return body_rejection(e).into_response(),
+    };
+    let Ok(form) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body) else {
+        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "malformed form body");
+    };
+    let get = |k: &str| {
+        let mut it = form.iter().filter(|(name, _)| name == k);
+        match (it.next(), it.next()) {
+            (Some((_, v)), None) => Ok(Some(v.clone())),
+            (None, _) => Ok(None),
+            _ => Err(k.to_owned()),
+        }
+    };
+    let (grant, id, secret, scope) = match (get("grant_type"), get("client_id"), get("client_secret"), get("scope")) {
+        (Ok(g), Ok(i), Ok(s), Ok(sc)) => (g, i, s, sc),
+        (Err(k), ..) | (_, Err(k), ..) | (_, _, Err(k), _) | (.., Err(k)) => {
+            return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &format!("{k} is repeated"));
+        }
+    };
+    // Client authentication may also come as HTTP Basic (RFC 6749 §2.3.1).
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "))
+        .and_then(|b| {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD.decode(b.trim()).ok()
+        })
+        .and_then(|b| String::from_utf8(b).ok())
+        .and_then(|s| s.split_once(':').map(|(a, b)| (a.to_owned(), b.to_owned())));
+    match grant.as_deref() {
+        None => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "grant_type is required"),
+        Some("client_credentials") => {}
+        Some(_) => return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "only client_credentials is supported"),
+    }
+    let (id, secret) = match (id, secret, basic) {
+        (Some(i), Some(s), _) => (i, s),
+        (None, None, Some((i, s))) => (i, s),
+        _ => return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client_id and client_secret are required"),
+    };
+    let mut cell = match s.backends.cell(None) {
+        Ok(c) => c.identity.clone(),
+        Err(e) => return e.into_response(),
+    };
+    match cell
+        .issue_client_token(s.backends.request(&ctx, pb::IssueClientTokenRequest {
+            client_id: id,
+            client_secret: secret,
+            scope: scope.unwrap_or_default(),
+        }))
+        .await
+    {
+        Ok(r) => {
+            let r = r.into_inner();
+            no_store(AJson(OAuthToken { access_token: r.access_token, token_type: r.token_type, expires_in: r.expires_in }).into_response())
+        }
+        Err(st) if matches!(st.code(), tonic::Code::Unauthenticated | tonic::Code::InvalidArgument) => {
+            oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed")
+        }
+        Err(st) => GwError::from(st).into_response(),
+    }
+}
+
+/// The public keys that verify access tokens.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth",
+    responses((status = 200, description = "JSON Web Key Set", body = serde_json::Value), StdErrors))]
+pub async fn jwks(State(s): State<AppState>, ctx: Ctx) -> GwResult<Response> {
+    let mut cell = s.backends.cell(None)?.identity.clone();
+    let keys = cell.get_jwks(s.backends.request(&ctx, pb::GetJwksRequest {})).await?.into_inner().keys;
+    let body = serde_json::json!({
+        "keys": keys.into_iter().map(|k| serde_json::json!({
+            "kty": k.kty, "crv": k.crv, "x": k.x, "kid": k.kid, "alg": k.alg, "use": k.r#use,
+        })).collect::<Vec<_>>()
+    });
+    let mut res = AJson(body).into_response();
+    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    Ok(res)
+}
+
+// ---- authenticated routes ----------------------------------------------------------------
+
+/// The caller, their tenant and effective permissions.
+#[utoipa::path(get, path = "/me", tag = "identity", security(("bearer" = [])),
+    responses((status = 200, body = Me), StdErrors))]
+async fn me(State(s): State<AppState>, ctx: Ctx) -> GwResult<AJson<Me>> {
+    let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
+    let r = cell.get_me(s.backends.request(&ctx, pb::GetMeRequest {})).await?.into_inner();
+    let p = r.permissions.unwrap_or_default();
+    Ok(AJson(Me {
+        user: r.user.map(|u| MeUser {
+            id: u.id,
+            email: u.email,
+            name: u.name,
+            role: u.role,
+            team_ids: u.team_ids,
+            timezone: u.timezone,
+            locale: u.locale,
+        }),
+        tenant: tenant(r.tenant),
+        permissions: EffectivePermissions {
+            role: p.role,
+            team_ids: p.team_ids,
+            permissions: p.permissions.into_iter().map(permission).collect(),
+            field_rules: p.field_rules.into_iter().map(field_rule).collect(),
+        },
+    }))
+}
+
+/// Users of the tenant.
+#[utoipa::path(get, path = "/users", tag = "users", security(("bearer" = [])), params(ListParams),
+    responses((status = 200, body = UserPage), StdErrors))]
+async fn list_users(State(s): State<AppState>, ctx: Ctx, Query(q): Query<ListParams>) -> GwResult<AJson<UserPage>> {
+    let (page_size, page_token) = q.grpc()?;
+    let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
+    let r = cell
+        .list_users(s.backends.request(&ctx, pb::ListUsersRequest { page_size, page_token }))
+        .await?
+        .into_inner();
+    Ok(AJson(UserPage { items: r.users.into_iter().map(user).collect(), next_cursor: next_cursor(r.next_page_token) }))
+}
+
+/// Creates a user (admin).
+#[utoipa::path(post, path = "/users", tag = "users", security(("bearer" = [])), request_body = CreateUserRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for 24 hours")),
+    responses((status = 201, body = User), StdErrors))]
+async fn create_user(State(s): State<AppState>, ctx: Ctx, Json(b): Json<CreateUserRequest>) -> GwResult<Response> {
+    let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
+    let u = cell
+        .create_user(s.backends.request(&ctx, pb::CreateUserRequest {
+            email: b.email,
+            name: b.name.unwrap_or_default(),
+            role: b.role,
+            password: b.password.unwrap_or_default(),
+            timezone: b.timezone.unwrap_or_default(),
+            locale: b.locale.unwrap_or_default(),
+            request_id: String::new(),
+        }))
+        .await?
+        .into_inner()
+        .user
+        .ok_or_else(missing::<()>("user"))?;
+    Ok(created(format!("/api/v1/users/{}", u.id), Some(u.version), AJson(user(u))))
+}
+
+/// One user.
+#[utoipa::path(get, path = "/users/{id}", tag = "users", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = User, headers(("ETag" = String))), StdErrors))]
+async fn get_user(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> GwResult<Response> {
+    let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
+    let u = cell
+        .get_user(s.backends.request(&ctx, pb::GetUserRequest { id }))
+        .await?
+        .into_inner()
+        .user
+        .ok_or_else(missing::<()>("user"))?;
+    Ok(with_etag(u.version, AJson(user(u))))
+}
+
+/// Changes a user; role changes and disabling are security events. Honours If-Match.
+#[utoipa::path(patch, path = "/users/{id}", tag = "users", security(("bearer" = [])), request_body = UpdateUserRequest,
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "ETag of the version being changed")),
+    responses((status = 200, body = User), StdErrors))]
+async fn update_user(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>, headers: HeaderMap, Json(b): Json<UpdateUserRequest>) -> GwResult<Response> {
+    let etag = if_match(&headers)?;
+    let mut paths = Vec::new();
+    let mut req = pb::UpdateUserRequest { id, etag, ..Default::default() };
+    if let Some(v) = b.name {
+        paths.push("name");
+        req.name = v;
+    }
+    if let Some(v) = b.role {
+        paths.push("role");
+        req.role = v;
+    }
+    if let Some(v) = b.password {
+        paths.push("password");
+        req.password = v;
+    }
+    if let Some(v) = b.timezone {
+        paths.push("timezone");
+        req.timezone = v;
+    }
+    if let Some(v) = b.locale {
+        paths.push("locale");
+        req.locale = v;
+    }
+    if let Some(v) = b.disabled {
+        paths.push("disabled");
+        req.disabled = v;
+    }
+    if paths.is_empty() {
+        return Err(ApiError::invalid("body", "names no field to change").into());
+    }
+    req.update_mask = Some(prost_types::FieldMask { paths: paths.into_iter().map(str::to_owned).collect() });
+    let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
+    let u = cell
+        .update_user(s.backends.request(&ctx, req))
+        .await?
+        .into_inner()
+        .user
+        .ok_or_else(missing::<()>("user"))?;
+    Ok(with_etag(u.version, AJson(user(u))))
+}
+
+/// Teams of the tenant.
+#[utoipa::path(get, path = "/teams", tag = "teams", security(("bearer" = [])), params(ListParams),
+    responses((status = 200, body = TeamPage), StdErrors))]
+async fn list_teams(State(s): State<AppState>, ctx: Ctx, Query(q): Query<ListParams>) -> GwResult<AJson<TeamPage>> {
+    let (page_size, page_token) = q.grpc()?;
+    let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
+    let r = cell
+        .list_teams(s.backends.request(&ctx, pb::ListTeamsRequest { page_size, page_token }))
+        .await?
+        .into_inner();
+    Ok(AJson(TeamPage { items: r.teams.into_iter().map(team).collect(), next_cursor: next_cursor(r.next_page_token) }))
+}
+
+/// Creates a team.
+#[utoipa::path(post, path = "/teams", tag = "teams", security(("bearer" = [])), request_body = CreateTeamRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for 24 hours")),
+    responses((status = 201, body = Team), StdErrors))]
+async fn create_team(State(s): State<AppState>, ctx: Ctx, Json(b): Json<CreateTeamRequest>) -> GwResult<Response> {
+    let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
+    let t = cell
+        .create_team(s.backends.request(&ctx, pb::CreateTeamRequest { name: b.name, request_id: String::new() }))
+        .await?
+        .into_inner()
+        .team
+        .ok_or_else(missing::<()>("team"))?;
+    Ok(created(format!("/api/v1/teams/{}", t.id), Some(t.version), AJson(team(t))))
+}
+
+/// One team.
+#[utoipa::path(get, path = "/teams/{id}", tag = "teams", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = Team), StdErrors))]
+async fn get_team(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> GwResult<Response> {
+    let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
+    let t = cell
+        .get_team(s.backends.request(&ctx, pb::GetTeamRequest { id }))
+        .await?
+        .into_inner()
+        .team
+        .ok_or_else(missing::<()>("team"))?;
+    Ok(with_etag(t.version, AJson(team(t))))
+}
+
+/// Adds a user to a team.
+#[utoipa::path(post, path = "/teams/{id}/members/{userId}", tag = "teams", security(("bearer" = [])),
+    params(("id" = String, Path), ("userId" = String, Path)),
+    responses((status = 200, body = Team), StdErrors))]
+async fn add_member(State(s): State<AppState>, ctx: Ctx, Path((id, user_id)): Path<(String, String)>) -> GwResult<AJson<Team>> {
+    let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
+    let t = cell
+        .add_team_member(s.backends.request(&ctx, pb::AddTeamMemberRequest { team_id: id, user_id }))
+        .await?
+        .into_inner()
+        .team
+        .ok_or_else(missing::<()>("team"))?;
+    Ok(AJson(team(t)))
+}
+
+/// Removes a user from a team.
+#[utoipa::path(delete, path = "/teams/{id}/members/{userId}", tag = "teams", security(("bearer" = [])),
+    params(("id" = String, Path), ("userId" = String, Path)),
+    responses((status = 204, description = "Removed"), StdErrors))]
+async fn remove_member(State(s): State<AppState>, ctx: Ctx, Path((id, user_id)): Path<(String, String)>) -> GwResult<StatusCode> {
+    let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
+    cell.remove_team_member(s.backends.request(&ctx, pb::RemoveTeamMemberRequest { team_id: id, user_id }))
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Built-in and custom roles.
+#[utoipa::path(get, path = "/roles", tag = "roles", security(("bearer" = [])), params(ListParams),
+    responses((status = 200, body = RolePage), StdErrors))]
+async fn list_roles(State(s): State<AppState>, ctx: Ctx, Query(q): Query<ListParams>) -> GwResult<AJson<RolePage>> {
+    let (page_size, page_token) = q.grpc()?;
+    let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
+    let r = cell
+        .list_roles(s.backends.request(&ctx, pb::ListRolesRequest { page_size, page_token }))
+        .await?
+        .into_inner();
+    Ok(AJson(RolePage { items: r.roles.into_iter().map(role).collect(), next_cursor: next_cursor(r.next_page_token) }))
+}
+
+/// Creates a custom role.
+#[utoipa::path(post, path = "/roles", tag = "roles", security(("bearer" = [])), request_body = CreateRoleRequest,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for 24 hours")),
+    responses((status = 201, body = Role), StdErrors))]
+async fn create_role(State(s): State<AppState>, ctx: Ctx, Json(b): Json<CreateRoleRequest>) -> GwResult<Response> {
+    let permissions = permissions_pb(b.permissions)?;
+    let field_rules = rules_pb(b.field_rules.unwrap_or_default())?;
+    let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
+    let r = cell
+        .create_role(s.backends.request(&ctx, pb::CreateRoleRequest {
+            key: b.key,
+            name: b.name,
+            description: b.description.unwrap_or_default(),
+            permissions,
+            field_rules,
+            request_id: String::new(),
+        }))
+        .await?
+        .into_inner()
+        .role
+        .ok_or_else(missing::<()>("role"))?;
+    Ok(created(format!("/api/v1/roles/{}", r.id), Some(r.version), AJson(role(r))))
+}
+
+/// One role.
+#[utoipa::path(get, path = "/roles/{id}", tag = "roles", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = Role), StdErrors))]
+async fn get_role(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> GwResult<Response> {
+    let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
+    let r = cell
+        .get_role(s.backends.request(&ctx, pb::GetRoleRequest { id }))
+        .await?
+        .into_inner()
+        .role
+        .ok_or_else(missing::<()>("role"))?;
+    Ok(with_etag(r.version, AJson(role(r))))
+}
+
+/// Changes a role's name, description, permissions or field rules; recorded as a security event.
+#[utoipa::path(patch, path = "/roles/{id}", tag = "roles", security(("bearer" = [])), request_body = UpdateRoleRequest,
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "ETag of the version being changed")),
+    responses((status = 200, body = Role), StdErrors))]
+async fn update_role(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>, headers: HeaderMap, Json(b): Json<UpdateRoleRequest>) -> GwResult<Response> {
+    let etag = if_match(&headers)?;
+    let mut req = pb::UpdateRoleRequest { id, etag, ..Default::default() };
+    let mut paths = Vec::new();
+    if let Some(v) = b.name {
+        paths.push("name");
+        req.name = v;
+    }
+    if let Some(v) = b.description {
+        paths.push("description");
+        req.description = v;
+    }
+    if let Some(v) = b.permissions {
+        paths.push("permissions");
+        req.permissions = permissions_pb(v)?;
+    }
+    if let Some(v) = b.field_rules {
+        paths.push("field_rules");
+        req.field_rules = rules_pb(v)?;
+    }
+    if paths.is_empty() {
+        return Err(ApiError::invalid("body", "names no field to change").into());
+    }
+    req.update_mask = Some(prost_types::FieldMask { paths: paths.into_iter().map(str::to_owned).collect() });
+    let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
+    let r = cell
+        .update_role(s.backends.request(&ctx, req))
+        .await?
+        .into_inner()
+        .role
+        .ok_or_else(missing::<()>("role"))?;
+    Ok(with_etag(r.version, AJson(role(r))))
+}
+
+/// Partner credentials of the tenant.
+#[utoipa::path(get, path = "/api-clients", tag = "api-clients", security(("bearer" = [])), params(ListParams),
+    responses((status = 200, body = ApiClientPage), StdErrors))]
+async fn list_api_clients(State(s): State<AppState>, ctx: Ctx, Query(q): Query<ListParams>) -> GwResult<AJson<ApiClientPage>> {
+    let (page_size, page_token) = q.grpc()?;
+    let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
+    let r = cell
+        .list_api_clients(s.backends.request(&ctx, pb::ListApiClientsRequest { page_size, page_token }))
+        .await?
+        .into_inner();
+    Ok(AJson(ApiClientPage {
+        items: r.api_clients.into_iter().map(api_client).collect(),
+        next_cursor: next_cursor(r.next_page_token),
+    }))
+}
+
+/// Creates partner credentials bound to a role; the secret is shown once.
+#[utoipa::path(post, path = "/api-clients", tag = "api-clients", security(("bearer" = [])), request_body = CreateApiClientRequest,
+    responses((status = 201, body = CreatedApiClient), StdErrors))]
+async fn create_api_client(State(s): State<AppState>, ctx: Ctx, Json(b): Json<CreateApiClientRequest>) -> GwResult<Response> {
+    let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
+    let r = cell
+        .create_api_client(s.backends.request(&ctx, pb::CreateApiClientRequest { name: b.name, role: b.role, request_id: String::new() }))
+        .await?
+        .into_inner();
+    let c = r.api_client.ok_or_else(missing::<()>("api client"))?;
+    let body = CreatedApiClient {
+        id: c.id.clone(),
+        name: c.name,
+        client_id: c.client_id,
+        client_secret: r.client_secret,
+        role: c.role,
+        created_at: time(c.create_time),
+    };
+    Ok(no_store(created(format!("/api/v1/api-clients/{}", c.id), None, AJson(body))))
+}
+
+/// Deletes partner credentials; tokens already issued expire on their own.
+#[utoipa::path(delete, path = "/api-clients/{id}", tag = "api-clients", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 204, description = "Deleted"), StdErrors))]
+async fn delete_api_client(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> GwResult<StatusCode> {
+    let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
+    cell.delete_api_client(s.backends.request(&ctx, pb::DeleteApiClientRequest { id })).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Logins, failures, role changes, token reuse, API client changes (admin).
+#[utoipa::path(get, path = "/security-events", tag = "security", security(("bearer" = [])), params(SecurityEventParams),
+    responses((status = 200, body = SecurityEventPage), StdErrors))]
+async fn list_security_events(State(s): State<AppState>, ctx: Ctx, Query(q): Query<SecurityEventParams>) -> GwResult<AJson<SecurityEventPage>> {
+    let (page_size, page_token) = ListParams { limit: q.limit, cursor: q.cursor }.grpc()?;
+    let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
+    let r = cell
+        .list_security_events(s.backends.request(&ctx, pb::ListSecurityEventsRequest {
+            page_size,
+            page_token,
+            kind: q.kind.unwrap_or_default(),
+        }))
+        .await?
+        .into_inner();
+    Ok(AJson(SecurityEventPage {
+        items: r
+            .security_events
+            .into_iter()
+            .map(|e| SecurityEvent {
+                id: e.id,
+                kind: e.kind,
+                actor_id: none_if_empty(e.actor_id),
+                subject_id: none_if_empty(e.subject_id),
+                client_address: none_if_empty(e.client_address),
+                detail: serde_json::from_str(&e.detail_json).unwrap_or(serde_json::Value::Null),
+                occurred_at: time(e.create_time),
+            })
+            .collect(),
+        next_cursor: next_cursor(r.next_page_token),
+    }))
+}
+
+/// Routes that need no token.
+pub fn public() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(signup))
+        .routes(routes!(login))
+        .routes(routes!(refresh))
+        .routes(routes!(logout))
+        .routes(routes!(oauth_token))
+}
+
+/// Routes behind authentication.
+pub fn protected() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(me))
+        .routes(routes!(list_users, create_user))
+        .routes(routes!(get_user, update_user))
+        .routes(routes!(list_teams, create_team))
+        .routes(routes!(get_team))
+        .routes(routes!(add_member, remove_member))
+        .routes(routes!(list_roles, create_role))
+        .routes(routes!(get_role, update_role))
+        .routes(routes!(list_api_clients, create_api_client))
+        .routes(routes!(delete_api_client))
+        .routes(routes!(list_security_events))
+}

@@ -1,0 +1,3 @@
+//! REST routes, one module per API.md section.
+
+pub mod identity;
