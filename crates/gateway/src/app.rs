@@ -62,7 +62,12 @@ impl Modify for BearerAuth {
         if let Some(c) = openapi.components.as_mut() {
             c.add_security_scheme(
                 "bearer",
-                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+                SecurityScheme::Http(
+                    HttpBuilder::new()
+                        .scheme(HttpAuthScheme::Bearer)
+                        .bearer_format("JWT")
+                        .build(),
+                ),
             );
         }
     }
@@ -88,7 +93,11 @@ const DOCS_HTML: &str = r#"<!doctype html>
 /// The OpenAPI 3.1 document.
 #[utoipa::path(get, path = "/openapi.json", tag = "meta", responses((status = 200, description = "This document", body = serde_json::Value)))]
 async fn openapi_json(State(s): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, "application/json")], s.openapi.as_str().to_owned()).into_response()
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        s.openapi.as_str().to_owned(),
+    )
+        .into_response()
 }
 
 /// The API reference (renders offline: its assets are served from here).
@@ -102,8 +111,14 @@ async fn docs() -> Html<&'static str> {
 async fn docs_js() -> Response {
     (
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("text/javascript")),
-            (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=86400")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/javascript"),
+            ),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=86400"),
+            ),
         ],
         RAPIDOC_JS,
     )
@@ -126,7 +141,11 @@ async fn readyz(State(s): State<AppState>) -> Response {
         Ok(c) => c.identity.clone(),
         Err(_) => return (StatusCode::SERVICE_UNAVAILABLE, "no default cell").into_response(),
     };
-    let probe = tokio::time::timeout(Duration::from_secs(2), cell.get_jwks(crm_proto::identity::GetJwksRequest {})).await;
+    let probe = tokio::time::timeout(
+        Duration::from_secs(2),
+        cell.get_jwks(crm_proto::identity::GetJwksRequest {}),
+    )
+    .await;
     if !matches!(probe, Ok(Ok(_))) {
         failures.push("identity: unreachable".into());
     }
@@ -140,7 +159,11 @@ async fn readyz(State(s): State<AppState>) -> Response {
 /// Prometheus metrics.
 #[utoipa::path(get, path = "/metrics", tag = "meta", responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 async fn metrics_text() -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], crm_kit::telemetry::prometheus().render()).into_response()
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crm_kit::telemetry::prometheus().render(),
+    )
+        .into_response()
 }
 
 /// The router and its OpenAPI document.
@@ -150,13 +173,17 @@ pub fn router(
     cache: Cache,
     settings: &GatewaySettings,
 ) -> (Router, utoipa::openapi::OpenApi) {
+    crm_kit::telemetry::prometheus();
     let limiter = RateLimiter::new(
         cache.clone(),
         settings.tenant_quota,
         settings.client_quota,
         settings.anonymous_quota,
     );
-    let idem = Idempotency { cache, body_limit: settings.body_limit };
+    let idem = Idempotency {
+        cache,
+        body_limit: settings.body_limit,
+    };
     let public = identity::public().layer(from_fn_with_state(limiter.clone(), rate_limit));
     // Layers run outermost-last: authenticate, then rate limit (it needs the caller), then idempotency.
     let protected = identity::protected()
@@ -189,7 +216,10 @@ fn layered(router: Router, settings: &GatewaySettings) -> Router {
     let mut r = router
         .layer(axum::middleware::from_fn(client_address))
         .layer(DefaultBodyLimit::max(settings.body_limit))
-        .layer(TimeoutLayer::with_status_code(StatusCode::GATEWAY_TIMEOUT, settings.request_timeout))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::GATEWAY_TIMEOUT,
+            settings.request_timeout,
+        ))
         .layer(axum::middleware::from_fn(render_problems))
         .layer(CompressionLayer::new());
     if !settings.cors_origins.is_empty() {
@@ -201,7 +231,13 @@ fn layered(router: Router, settings: &GatewaySettings) -> Router {
         r = r.layer(
             CorsLayer::new()
                 .allow_origin(origin)
-                .allow_methods([Method::GET, Method::POST, Method::PATCH, Method::PUT, Method::DELETE])
+                .allow_methods([
+                    Method::GET,
+                    Method::POST,
+                    Method::PATCH,
+                    Method::PUT,
+                    Method::DELETE,
+                ])
                 .allow_headers([
                     header::AUTHORIZATION,
                     header::CONTENT_TYPE,
@@ -225,11 +261,14 @@ fn layered(router: Router, settings: &GatewaySettings) -> Router {
             .make_span_with(|req: &axum::http::Request<_>| {
                 crm_kit::telemetry::server_span(req.headers(), "http", req.uri().path())
             })
-            .on_response(|res: &axum::http::Response<_>, latency: Duration, _span: &tracing::Span| {
-                let status = res.status().as_u16().to_string();
-                metrics::counter!("crm_http_requests_total", "status" => status).increment(1);
-                metrics::histogram!("crm_http_request_duration_seconds").record(latency.as_secs_f64());
-            }),
+            .on_response(
+                |res: &axum::http::Response<_>, latency: Duration, _span: &tracing::Span| {
+                    let status = res.status().as_u16().to_string();
+                    metrics::counter!("crm_http_requests_total", "status" => status).increment(1);
+                    metrics::histogram!("crm_http_request_duration_seconds")
+                        .record(latency.as_secs_f64());
+                },
+            ),
     )
     .layer(PropagateRequestIdLayer::x_request_id())
     .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
@@ -243,17 +282,29 @@ pub struct Application {
 
 impl Application {
     /// Builds the gateway and binds its port.
-    pub async fn build(config: &Config, settings: GatewaySettings, cache: Cache) -> anyhow::Result<Self> {
+    pub async fn build(
+        config: &Config,
+        settings: GatewaySettings,
+        cache: Cache,
+    ) -> anyhow::Result<Self> {
         let backends = Backends::new(&settings)?;
         let verifier = Arc::new(TokenVerifier::new(
             Arc::new(GrpcJwksSource::new(&config.identity_url)?),
             &config.jwt_issuer,
             &config.jwt_audience,
         ));
-        let readiness = Readiness { db: None, amqp_url: None, cache: Some(cache.clone()) };
+        let readiness = Readiness {
+            db: None,
+            amqp_url: None,
+            cache: Some(cache.clone()),
+        };
         let (router, _) = router((backends, readiness), verifier, cache, &settings);
         let router = layered(router, &settings);
-        let listener = server::bind(SocketAddr::new(config.bind_host, config.http_port("gateway"))).await?;
+        let listener = server::bind(SocketAddr::new(
+            config.bind_host,
+            config.http_port("gateway"),
+        ))
+        .await?;
         Ok(Self { router, listener })
     }
 
@@ -264,9 +315,13 @@ impl Application {
 
     /// Serves until `cancel` fires, then drains in-flight requests.
     pub async fn run_until_stopped(self, cancel: CancellationToken) -> anyhow::Result<()> {
-        axum::serve(self.listener, self.router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move { cancel.cancelled().await })
-            .await?;
+        axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move { cancel.cancelled().await })
+        .await?;
         Ok(())
     }
 }
@@ -280,6 +335,11 @@ pub fn openapi_document() -> anyhow::Result<String> {
         "iss",
         "aud",
     ));
-    let (_, doc) = router((backends, Readiness::default()), verifier, Cache::memory(), &settings);
+    let (_, doc) = router(
+        (backends, Readiness::default()),
+        verifier,
+        Cache::memory(),
+        &settings,
+    );
     Ok(doc.to_pretty_json()?)
 }

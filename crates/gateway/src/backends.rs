@@ -41,7 +41,10 @@ impl Backends {
             cells.insert(
                 name.clone(),
                 Cell {
-                    identity: IdentityServiceClient::new(channel(&urls.identity, settings.request_timeout)?),
+                    identity: IdentityServiceClient::new(channel(
+                        &urls.identity,
+                        settings.request_timeout,
+                    )?),
                 },
             );
         }

@@ -49,33 +49,60 @@ impl GatewaySettings {
         identity_url: &str,
     ) -> Result<Self, crm_kit::config::ConfigError> {
         let mut errors = Vec::new();
-        let get = |k: &str| vars.get(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let get = |k: &str| {
+            vars.get(k)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         let mut num = |k: &str, default: u64, min: u64, max: u64| match get(k) {
             None => default,
             Some(v) => match v.parse::<u64>() {
                 Ok(n) if (min..=max).contains(&n) => n,
                 _ => {
-                    errors.push(format!("{k}: must be an integer between {min} and {max}, got {v:?}"));
+                    errors.push(format!(
+                        "{k}: must be an integer between {min} and {max}, got {v:?}"
+                    ));
                     default
                 }
             },
         };
         let window = Duration::from_secs(num("CRM_RATE_LIMIT_WINDOW_SECS", 10, 1, 3600));
-        let tenant_quota = Quota { requests: num("CRM_RATE_LIMIT_PER_TENANT", 1900, 1, 10_000_000), window };
-        let client_quota = Quota { requests: num("CRM_RATE_LIMIT_PER_CLIENT", 190, 1, 10_000_000), window };
-        let anonymous_quota = Quota { requests: num("CRM_RATE_LIMIT_ANONYMOUS", 60, 1, 10_000_000), window };
+        let tenant_quota = Quota {
+            requests: num("CRM_RATE_LIMIT_PER_TENANT", 1900, 1, 10_000_000),
+            window,
+        };
+        let client_quota = Quota {
+            requests: num("CRM_RATE_LIMIT_PER_CLIENT", 190, 1, 10_000_000),
+            window,
+        };
+        let anonymous_quota = Quota {
+            requests: num("CRM_RATE_LIMIT_ANONYMOUS", 60, 1, 10_000_000),
+            window,
+        };
         let body_limit = num("CRM_BODY_LIMIT_BYTES", 1024 * 1024, 1024, 100 * 1024 * 1024) as usize;
         let request_timeout = Duration::from_secs(num("CRM_REQUEST_TIMEOUT_SECS", 30, 1, 600));
         let cors_origins: Vec<String> = get("CRM_CORS_ORIGINS")
-            .map(|v| v.split(',').map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()).collect())
+            .map(|v| {
+                v.split(',')
+                    .map(|s| s.trim().to_owned())
+                    .filter(|s| !s.is_empty())
+                    .collect()
+            })
             .unwrap_or_default();
         for o in &cors_origins {
             if o != "*" && !(o.starts_with("http://") || o.starts_with("https://")) {
-                errors.push(format!("CRM_CORS_ORIGINS: {o:?} is not an origin such as https://app.example.com"));
+                errors.push(format!(
+                    "CRM_CORS_ORIGINS: {o:?} is not an origin such as https://app.example.com"
+                ));
             }
         }
         let mut cells = HashMap::new();
-        cells.insert("default".to_owned(), CellUrls { identity: identity_url.to_owned() });
+        cells.insert(
+            "default".to_owned(),
+            CellUrls {
+                identity: identity_url.to_owned(),
+            },
+        );
         let mut tenant_cells = HashMap::new();
         if let Some(map) = get("CRM_TENANT_CELLS") {
             for pair in map.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -89,13 +116,18 @@ impl GatewaySettings {
                 };
                 let cell = cell.trim().to_owned();
                 if !cells.contains_key(&cell) {
-                    let var = format!("CRM_CELL_{}_IDENTITY_URL", cell.to_uppercase().replace('-', "_"));
+                    let var = format!(
+                        "CRM_CELL_{}_IDENTITY_URL",
+                        cell.to_uppercase().replace('-', "_")
+                    );
                     match get(&var) {
                         Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
                             cells.insert(cell.clone(), CellUrls { identity: url });
                         }
                         Some(url) => errors.push(format!("{var}: not an http(s) URL: {url:?}")),
-                        None => errors.push(format!("{var}: required because CRM_TENANT_CELLS names cell {cell:?}")),
+                        None => errors.push(format!(
+                            "{var}: required because CRM_TENANT_CELLS names cell {cell:?}"
+                        )),
                     }
                 }
                 tenant_cells.insert(tenant, cell);
@@ -129,14 +161,20 @@ mod tests {
         let t = TenantId::new();
         let vars: HashMap<String, String> = [
             ("CRM_TENANT_CELLS".to_owned(), format!("{t}=big")),
-            ("CRM_CELL_BIG_IDENTITY_URL".to_owned(), "http://big:50051".to_owned()),
+            (
+                "CRM_CELL_BIG_IDENTITY_URL".to_owned(),
+                "http://big:50051".to_owned(),
+            ),
         ]
         .into();
         let s = GatewaySettings::from_map(&vars, "http://id:1").unwrap();
         assert_eq!(s.tenant_cells[&t], "big");
         assert_eq!(s.cells["big"].identity, "http://big:50051");
-        let vars: HashMap<String, String> = [("CRM_TENANT_CELLS".to_owned(), format!("{t}=nowhere"))].into();
-        let err = GatewaySettings::from_map(&vars, "http://id:1").unwrap_err().to_string();
+        let vars: HashMap<String, String> =
+            [("CRM_TENANT_CELLS".to_owned(), format!("{t}=nowhere"))].into();
+        let err = GatewaySettings::from_map(&vars, "http://id:1")
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("CRM_CELL_NOWHERE_IDENTITY_URL"), "{err}");
     }
 }

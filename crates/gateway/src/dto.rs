@@ -48,11 +48,17 @@ impl IntoResponses for StdErrors {
             ("401", "Missing or invalid access token"),
             ("403", "The caller's role does not allow this"),
             ("404", "No such record in the caller's tenant"),
-            ("409", "Conflicts with existing data or an in-flight request"),
+            (
+                "409",
+                "Conflicts with existing data or an in-flight request",
+            ),
             ("412", "If-Match does not match the current version"),
             ("413", "Body too large"),
             ("415", "Content-Type must be application/json"),
-            ("422", "Idempotency-Key reused with another body, or a business rule"),
+            (
+                "422",
+                "Idempotency-Key reused with another body, or a business rule",
+            ),
             ("429", "Rate limit exceeded; see Retry-After"),
             ("500", "Internal error"),
             ("503", "A dependency is unavailable"),
@@ -64,7 +70,9 @@ impl IntoResponses for StdErrors {
                 .content(
                     "application/problem+json",
                     ContentBuilder::new()
-                        .schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name("Problem"))))
+                        .schema(Some(RefOr::Ref(utoipa::openapi::Ref::from_schema_name(
+                            "Problem",
+                        ))))
                         .build(),
                 )
                 .build();
@@ -90,7 +98,10 @@ impl ListParams {
     pub fn grpc(&self) -> Result<(i32, String), ApiError> {
         let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
         if !(1..=MAX_LIMIT).contains(&limit) {
-            return Err(ApiError::invalid("limit", format!("must be between 1 and {MAX_LIMIT}")));
+            return Err(ApiError::invalid(
+                "limit",
+                format!("must be between 1 and {MAX_LIMIT}"),
+            ));
         }
         Ok((limit as i32, self.cursor.clone().unwrap_or_default()))
     }
@@ -107,16 +118,52 @@ pub fn time(ts: Option<prost_types::Timestamp>) -> Option<String> {
         .map(|d| d.to_rfc3339_opts(SecondsFormat::Millis, true))
 }
 
-/// Renames gRPC field names in errors to the REST names partners see.
+/// Renames gRPC field names in errors to the REST names partners see: snake_case proto
+/// paths become camelCase JSON paths, and list, mask and etag fields become the parameters
+/// and headers that carry them in REST.
 pub fn rest_fields(mut e: ApiError) -> ApiError {
     for f in &mut e.fields {
-        f.field = match f.field.as_str() {
-            "page_size" => "limit".into(),
-            "page_token" => "cursor".into(),
-            "update_mask" => "body".into(),
-            "etag" => "If-Match".into(),
-            other => other.to_owned(),
-        };
+        f.field = rest_field(&f.field);
     }
     e
+}
+
+fn rest_field(field: &str) -> String {
+    match field {
+        "page_size" => return "limit".into(),
+        "page_token" => return "cursor".into(),
+        "update_mask" => return "body".into(),
+        "etag" => return "If-Match".into(),
+        "request_id" => return "Idempotency-Key".into(),
+        _ => {}
+    }
+    let mut out = String::with_capacity(field.len());
+    let mut upper = false;
+    for c in field.chars() {
+        match c {
+            '_' => upper = true,
+            c if upper => {
+                out.extend(c.to_uppercase());
+                upper = false;
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_fields_become_rest_fields() {
+        assert_eq!(rest_field("tenant_slug"), "tenantSlug");
+        assert_eq!(
+            rest_field("permissions[0].object_type"),
+            "permissions[0].objectType"
+        );
+        assert_eq!(rest_field("page_size"), "limit");
+        assert_eq!(rest_field("email"), "email");
+    }
 }

@@ -40,8 +40,8 @@ struct PendingProblem(std::sync::Arc<ApiError>);
 
 impl IntoResponse for GwError {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.0.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.0.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut res = status.into_response();
         if let Some(d) = self.0.retry_after {
             let secs = d.as_secs().max(1).to_string();
@@ -49,7 +49,8 @@ impl IntoResponse for GwError {
                 res.headers_mut().insert(header::RETRY_AFTER, v);
             }
         }
-        res.extensions_mut().insert(PendingProblem(std::sync::Arc::new(self.0)));
+        res.extensions_mut()
+            .insert(PendingProblem(std::sync::Arc::new(self.0)));
         res
     }
 }
@@ -78,14 +79,19 @@ pub fn render(res: Response, request_id: Option<&str>) -> Response {
         .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
     let err = match pending {
         Some(p) => (*p.0).clone_shallow(),
-        None if (status.is_client_error() || status.is_server_error()) && !is_problem && !keeps_own_body(&res) => {
+        None if (status.is_client_error() || status.is_server_error())
+            && !is_problem
+            && !keeps_own_body(&res) =>
+        {
             fallback(status)
         }
         None => return res,
     };
     let (mut parts, _) = res.into_parts();
     parts.extensions.remove::<PendingProblem>();
-    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
     parts.headers.remove(header::CONTENT_LENGTH);
     let body = err.problem(request_id).to_string();
     Response::from_parts(parts, axum::body::Body::from(body))
@@ -106,9 +112,10 @@ pub struct OwnErrorFormat;
 fn fallback(status: StatusCode) -> ApiError {
     match status {
         StatusCode::NOT_FOUND => ApiError::new(ErrorCode::NotFound, "no such route"),
-        StatusCode::METHOD_NOT_ALLOWED => {
-            ApiError::new(ErrorCode::ValidationFailed, "method not allowed on this route")
-        }
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::new(
+            ErrorCode::ValidationFailed,
+            "method not allowed on this route",
+        ),
         StatusCode::PAYLOAD_TOO_LARGE => {
             ApiError::new(ErrorCode::PayloadTooLarge, "request body is too large")
         }
@@ -122,7 +129,9 @@ fn fallback(status: StatusCode) -> ApiError {
         StatusCode::UNAUTHORIZED => ApiError::unauthenticated("authentication required"),
         StatusCode::FORBIDDEN => ApiError::permission_denied("forbidden"),
         s if s.is_client_error() => ApiError::new(ErrorCode::ValidationFailed, "bad request"),
-        StatusCode::SERVICE_UNAVAILABLE => ApiError::new(ErrorCode::Unavailable, "service unavailable"),
+        StatusCode::SERVICE_UNAVAILABLE => {
+            ApiError::new(ErrorCode::Unavailable, "service unavailable")
+        }
         _ => ApiError::new(ErrorCode::Internal, "internal error"),
     }
 }
@@ -162,7 +171,11 @@ fn field_of(path: &str, message: &str) -> String {
             };
         }
     }
-    if path.is_empty() { "body".to_owned() } else { path.to_owned() }
+    if path.is_empty() {
+        "body".to_owned()
+    } else {
+        path.to_owned()
+    }
 }
 
 /// Readable message for a serde error, without the trailing position.
@@ -199,8 +212,15 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
             .get(header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let mime = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        if mime != "application/json" && !(mime.starts_with("application/") && mime.ends_with("+json")) {
+        let mime = ct
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase();
+        if mime != "application/json"
+            && !(mime.starts_with("application/") && mime.ends_with("+json"))
+        {
             return Err(ApiError::new(
                 ErrorCode::UnsupportedMediaType,
                 "content-type must be application/json",
@@ -211,7 +231,9 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
             }])
             .into());
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(body_rejection)?;
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(body_rejection)?;
         if bytes.is_empty() {
             return Err(ApiError::invalid("body", "a JSON body is required").into());
         }

@@ -38,9 +38,15 @@ pub async fn client_address(mut req: Request, next: Next) -> Response {
 }
 
 /// Verifies the bearer token and hands the caller to the handlers.
-pub async fn authenticate(State(verifier): State<Arc<TokenVerifier>>, mut req: Request, next: Next) -> Response {
+pub async fn authenticate(
+    State(verifier): State<Arc<TokenVerifier>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
     let Some(token) = bearer(req.headers().get(header::AUTHORIZATION)) else {
-        return unauthorized(ApiError::unauthenticated("missing bearer token in the Authorization header"));
+        return unauthorized(ApiError::unauthenticated(
+            "missing bearer token in the Authorization header",
+        ));
     };
     match verifier.verify(token).await {
         Ok(caller) => {
@@ -128,7 +134,9 @@ pub async fn rate_limit(State(limiter): State<RateLimiter>, req: Request, next: 
         Some(c) => {
             let subject = c.client_id.clone().unwrap_or_else(|| c.subject.to_string());
             vec![
-                limiter.hit("tenant", &c.tenant.to_string(), limiter.tenant).await,
+                limiter
+                    .hit("tenant", &c.tenant.to_string(), limiter.tenant)
+                    .await,
                 limiter
                     .hit("client", &format!("{}:{subject}", c.tenant), limiter.client)
                     .await,
@@ -145,7 +153,14 @@ pub async fn rate_limit(State(limiter): State<RateLimiter>, req: Request, next: 
     };
     let policy = usages
         .iter()
-        .map(|u| format!("\"{}\";q={};w={}", u.name, u.quota.requests, u.quota.window.as_secs()))
+        .map(|u| {
+            format!(
+                "\"{}\";q={};w={}",
+                u.name,
+                u.quota.requests,
+                u.quota.window.as_secs()
+            )
+        })
         .collect::<Vec<_>>()
         .join(", ");
     // The header reports the quota closest to running out.
@@ -158,20 +173,25 @@ pub async fn rate_limit(State(limiter): State<RateLimiter>, req: Request, next: 
         Some(u) => {
             metrics::counter!("crm_gateway_rate_limited_total", "policy" => u.name).increment(1);
             GwError(
-                ApiError::new(ErrorCode::RateLimited, format!("{} rate limit exceeded", u.name))
-                    .with_retry_after(std::time::Duration::from_secs(u.reset)),
+                ApiError::new(
+                    ErrorCode::RateLimited,
+                    format!("{} rate limit exceeded", u.name),
+                )
+                .with_retry_after(std::time::Duration::from_secs(u.reset)),
             )
             .into_response()
         }
         None => next.run(req).await,
     };
     if let Ok(v) = HeaderValue::from_str(&policy) {
-        res.headers_mut().insert(HeaderName::from_static("ratelimit-policy"), v);
+        res.headers_mut()
+            .insert(HeaderName::from_static("ratelimit-policy"), v);
     }
     if let Some((name, remaining, reset)) = tightest
         && let Ok(v) = HeaderValue::from_str(&format!("\"{name}\";r={remaining};t={reset}"))
     {
-        res.headers_mut().insert(HeaderName::from_static("ratelimit"), v);
+        res.headers_mut()
+            .insert(HeaderName::from_static("ratelimit"), v);
     }
     res
 }
@@ -205,7 +225,11 @@ pub async fn idempotency(State(idem): State<Idempotency>, req: Request, next: Ne
         return next.run(req).await;
     };
     let key = match raw.to_str() {
-        Ok(k) if !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| (0x21..=0x7e).contains(&b)) => k.to_owned(),
+        Ok(k)
+            if !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| (0x21..=0x7e).contains(&b)) =>
+        {
+            k.to_owned()
+        }
         _ => {
             return GwError(ApiError::invalid(
                 "Idempotency-Key",
@@ -220,7 +244,13 @@ pub async fn idempotency(State(idem): State<Idempotency>, req: Request, next: Ne
     let (parts, body) = req.into_parts();
     let bytes = match to_bytes(body, idem.body_limit).await {
         Ok(b) => b,
-        Err(_) => return GwError(ApiError::new(ErrorCode::PayloadTooLarge, "request body is too large")).into_response(),
+        Err(_) => {
+            return GwError(ApiError::new(
+                ErrorCode::PayloadTooLarge,
+                "request body is too large",
+            ))
+            .into_response();
+        }
     };
     let mut h = Sha256::new();
     h.update(parts.method.as_str());
@@ -231,11 +261,24 @@ pub async fn idempotency(State(idem): State<Idempotency>, req: Request, next: Ne
     h.update([0]);
     h.update(&bytes);
     let fp = STANDARD.encode(h.finalize());
-    let subject = caller.client_id.clone().unwrap_or_else(|| caller.subject.to_string());
+    let subject = caller
+        .client_id
+        .clone()
+        .unwrap_or_else(|| caller.subject.to_string());
     let cache_key = format!("idem:{}:{subject}:{key}", caller.tenant);
-    let pending = Stored { fp: fp.clone(), done: false, status: 0, headers: vec![], body: String::new() };
+    let pending = Stored {
+        fp: fp.clone(),
+        done: false,
+        status: 0,
+        headers: vec![],
+        body: String::new(),
+    };
     let pending_json = serde_json::to_string(&pending).unwrap_or_default();
-    match idem.cache.set_nx(&cache_key, &pending_json, IDEMPOTENCY_TTL).await {
+    match idem
+        .cache
+        .set_nx(&cache_key, &pending_json, IDEMPOTENCY_TTL)
+        .await
+    {
         Ok(true) => {}
         Ok(false) => {
             let stored = idem
@@ -260,11 +303,13 @@ pub async fn idempotency(State(idem): State<Idempotency>, req: Request, next: Ne
         }
         Err(e) => {
             tracing::warn!(error = %e, "idempotency store unreachable");
-            return GwError(ApiError::new(
-                ErrorCode::Unavailable,
-                "idempotency keys cannot be checked right now; retry shortly",
+            return GwError(
+                ApiError::new(
+                    ErrorCode::Unavailable,
+                    "idempotency keys cannot be checked right now; retry shortly",
+                )
+                .with_retry_after(std::time::Duration::from_secs(1)),
             )
-            .with_retry_after(std::time::Duration::from_secs(1)))
             .into_response();
         }
     }
@@ -275,7 +320,8 @@ pub async fn idempotency(State(idem): State<Idempotency>, req: Request, next: Ne
         .map(str::to_owned);
     // Render errors now, so a replay returns the same problem document.
     let res = render(
-        next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        next.run(Request::from_parts(parts, Body::from(bytes)))
+            .await,
         request_id.as_deref(),
     );
     let status = res.status();
@@ -310,7 +356,11 @@ pub async fn idempotency(State(idem): State<Idempotency>, req: Request, next: Ne
 fn kept_headers(h: &HeaderMap) -> Vec<(String, String)> {
     KEPT_HEADERS
         .iter()
-        .filter_map(|k| h.get(*k).and_then(|v| v.to_str().ok()).map(|v| ((*k).to_owned(), v.to_owned())))
+        .filter_map(|k| {
+            h.get(*k)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| ((*k).to_owned(), v.to_owned()))
+        })
         .collect()
 }
 
@@ -323,7 +373,9 @@ fn replay(s: Stored) -> Response {
             res.headers_mut().insert(k, v);
         }
     }
-    res.headers_mut()
-        .insert(HeaderName::from_static("idempotent-replayed"), HeaderValue::from_static("true"));
+    res.headers_mut().insert(
+        HeaderName::from_static("idempotent-replayed"),
+        HeaderValue::from_static("true"),
+    );
     res
 }

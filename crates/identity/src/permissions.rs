@@ -201,7 +201,7 @@ pub fn validate_grants(grants: &[Grant], rules: &[FieldRule], v: &mut crm_kit::e
     for (i, g) in grants.iter().enumerate() {
         if !OBJECT_TYPES.contains(&g.object_type.as_str()) {
             v.add(
-                format!("permissions[{i}].objectType"),
+                format!("permissions[{i}].object_type"),
                 format!("unknown object type {:?}", g.object_type),
             );
         }
@@ -218,13 +218,13 @@ pub fn validate_grants(grants: &[Grant], rules: &[FieldRule], v: &mut crm_kit::e
     for (i, r) in rules.iter().enumerate() {
         if !OBJECT_TYPES.contains(&r.object_type.as_str()) {
             v.add(
-                format!("fieldRules[{i}].objectType"),
+                format!("field_rules[{i}].object_type"),
                 format!("unknown object type {:?}", r.object_type),
             );
         }
         if r.field.trim().is_empty() || r.field.len() > 100 {
             v.add(
-                format!("fieldRules[{i}].field"),
+                format!("field_rules[{i}].field"),
                 "must be 1 to 100 characters",
             );
         }

@@ -82,6 +82,12 @@ fn ts(t: DateTime<Utc>) -> Option<prost_types::Timestamp> {
     })
 }
 
+/// What identifies a create request for idempotency: its content without the request id (and
+/// without secrets, which must not be kept even hashed).
+fn fingerprint<M: prost::Message>(m: &M) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(m.encode_to_vec()))
+}
+
 fn etag(version: i64) -> String {
     format!("W/\"{version}\"")
 }
@@ -213,7 +219,7 @@ fn rules_from_pb(rs: &[pb::FieldRule], v: &mut Violations) -> Vec<FieldRule> {
                 Ok(pb::FieldAccess::ReadOnly) => FieldAccess::ReadOnly,
                 _ => {
                     v.add(
-                        format!("fieldRules[{i}].access"),
+                        format!("field_rules[{i}].access"),
                         "must be hidden or read_only",
                     );
                     FieldAccess::Hidden
@@ -320,7 +326,8 @@ impl Identity {
     }
 
     fn check_tz_locale(v: &mut Violations, tz: &str, locale: &str) {
-        if tz.len() > 64
+        if tz.is_empty()
+            || tz.len() > 64
             || !tz
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || "/_+-".contains(c))
@@ -330,7 +337,8 @@ impl Identity {
                 "must be an IANA time zone name such as Europe/Paris",
             );
         }
-        if locale.len() > 35
+        if locale.is_empty()
+            || locale.len() > 35
             || !locale
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
@@ -569,12 +577,12 @@ impl Identity {
     /// Creates a tenant with its built-in roles and its first user, an admin.
     pub async fn sign_up(&self, r: pb::SignUpRequest) -> ApiResult<pb::SignUpResponse> {
         let mut v = Violations::new();
-        Self::check_name(&mut v, "tenantName", &r.tenant_name, true);
+        Self::check_name(&mut v, "tenant_name", &r.tenant_name, true);
         let slug = r.tenant_slug.trim().to_lowercase();
         if slug.is_empty() {
-            v.add("tenantSlug", "is required");
+            v.add("tenant_slug", "is required");
         } else if !self.inner.slug_re.is_match(&slug) {
-            v.add("tenantSlug", "must be 1 to 63 lowercase letters, digits or hyphens, not starting or ending with a hyphen");
+            v.add("tenant_slug", "must be 1 to 63 lowercase letters, digits or hyphens, not starting or ending with a hyphen");
         }
         let email = self.check_email(&mut v, "email", &r.email);
         Self::check_password(&mut v, "password", &r.password, true);
@@ -594,7 +602,7 @@ impl Identity {
             if store::unique_violation(&e, "tenants_slug") {
                 return Err(ApiError::conflict("a tenant with this slug already exists")
                     .with_fields(vec![crm_kit::error::FieldViolation {
-                        field: "tenantSlug".into(),
+                        field: "tenant_slug".into(),
                         message: "is already taken".into(),
                     }]));
             }
@@ -677,9 +685,9 @@ impl Identity {
         let mut v = Violations::new();
         let slug = r.tenant_slug.trim().to_lowercase();
         if slug.is_empty() {
-            v.add("tenantSlug", "is required");
+            v.add("tenant_slug", "is required");
         } else if slug.len() > 63 {
-            v.add("tenantSlug", "must be at most 63 characters");
+            v.add("tenant_slug", "must be at most 63 characters");
         }
         let email = r.email.trim().to_lowercase();
         if email.is_empty() {
@@ -797,7 +805,7 @@ impl Identity {
     /// Rotates a refresh token; a token used twice revokes its whole family.
     pub async fn refresh(&self, r: pb::RefreshTokenRequest) -> ApiResult<pb::TokenPair> {
         if r.refresh_token.is_empty() {
-            return Err(ApiError::invalid("refreshToken", "is required"));
+            return Err(ApiError::invalid("refresh_token", "is required"));
         }
         let denied = || ApiError::unauthenticated("invalid refresh token");
         if r.refresh_token.len() > 200 {
@@ -854,7 +862,7 @@ impl Identity {
     /// Revokes the family of a refresh token. Unknown tokens are accepted silently.
     pub async fn logout(&self, r: pb::LogoutRequest) -> ApiResult<()> {
         if r.refresh_token.is_empty() {
-            return Err(ApiError::invalid("refreshToken", "is required"));
+            return Err(ApiError::invalid("refresh_token", "is required"));
         }
         let hash = sha256(&r.refresh_token);
         if let Some(tenant) = store::tenant_id_by_refresh(self.inner.db.conn(), &hash).await? {
@@ -1025,6 +1033,15 @@ impl Identity {
         r: pb::CreateUserRequest,
     ) -> ApiResult<pb::User> {
         self.require(caller, "user", "create").await?;
+        let fp = fingerprint(&pb::CreateUserRequest {
+            password: if r.password.is_empty() {
+                String::new()
+            } else {
+                "set".into()
+            },
+            request_id: String::new(),
+            ..r.clone()
+        });
         let mut v = Violations::new();
         let email = self.check_email(&mut v, "email", &r.email);
         Self::check_name(&mut v, "name", &r.name, false);
@@ -1043,7 +1060,7 @@ impl Identity {
         Self::check_tz_locale(&mut v, &tz, &locale);
         v.check(
             r.request_id.len() > 200,
-            "requestId",
+            "request_id",
             "must be at most 200 characters",
         );
         v.finish()?;
@@ -1060,7 +1077,8 @@ impl Identity {
         };
         let tx = self.tx(caller.tenant).await?;
         if !r.request_id.is_empty()
-            && let Some(id) = store::idempotent_result(&tx, "create_user", &r.request_id).await?
+            && let Some(id) =
+                store::idempotent_result(&tx, "create_user", &r.request_id, &fp).await?
         {
             let u = store::user_by_id(&tx, id)
                 .await?
@@ -1095,7 +1113,7 @@ impl Identity {
             return Err(e.into());
         }
         if !r.request_id.is_empty() {
-            store::remember_request(&tx, "create_user", &r.request_id, id).await?;
+            store::remember_request(&tx, "create_user", &r.request_id, &fp, id).await?;
         }
         let u = store::user_by_id(&tx, id)
             .await?
@@ -1181,6 +1199,13 @@ impl Identity {
         }
         if ch.disabled == Some(true) && id == caller.subject {
             return Err(ApiError::invalid("disabled", "you cannot disable yourself"));
+        }
+        if role_key.is_some() && id == caller.subject {
+            // Another admin must do it, so a tenant never loses its last administrator this way.
+            return Err(ApiError::new(
+                ErrorCode::RuleViolation,
+                "you cannot change your own role",
+            ));
         }
         let tx = self.tx(caller.tenant).await?;
         let before = store::user_by_id(&tx, id)
@@ -1289,17 +1314,22 @@ impl Identity {
         r: pb::CreateTeamRequest,
     ) -> ApiResult<pb::Team> {
         self.require(caller, "team", "create").await?;
+        let fp = fingerprint(&pb::CreateTeamRequest {
+            request_id: String::new(),
+            ..r.clone()
+        });
         let mut v = Violations::new();
         Self::check_name(&mut v, "name", &r.name, true);
         v.check(
             r.request_id.len() > 200,
-            "requestId",
+            "request_id",
             "must be at most 200 characters",
         );
         v.finish()?;
         let tx = self.tx(caller.tenant).await?;
         if !r.request_id.is_empty()
-            && let Some(id) = store::idempotent_result(&tx, "create_team", &r.request_id).await?
+            && let Some(id) =
+                store::idempotent_result(&tx, "create_team", &r.request_id, &fp).await?
         {
             let t = store::team_by_id(&tx, id)
                 .await?
@@ -1319,7 +1349,7 @@ impl Identity {
             return Err(e.into());
         }
         if !r.request_id.is_empty() {
-            store::remember_request(&tx, "create_team", &r.request_id, id).await?;
+            store::remember_request(&tx, "create_team", &r.request_id, &fp, id).await?;
         }
         let t = store::team_by_id(&tx, id)
             .await?
@@ -1420,6 +1450,10 @@ impl Identity {
         r: pb::CreateRoleRequest,
     ) -> ApiResult<pb::Role> {
         self.require(caller, "role", "create").await?;
+        let fp = fingerprint(&pb::CreateRoleRequest {
+            request_id: String::new(),
+            ..r.clone()
+        });
         let mut v = Violations::new();
         let key = r.key.trim().to_owned();
         if key.is_empty() {
@@ -1443,7 +1477,7 @@ impl Identity {
         );
         v.check(
             r.field_rules.len() > 500,
-            "fieldRules",
+            "field_rules",
             "must hold at most 500 rules",
         );
         let grants = grants_from_pb(&r.permissions, &mut v);
@@ -1451,13 +1485,14 @@ impl Identity {
         permissions::validate_grants(&grants, &rules, &mut v);
         v.check(
             r.request_id.len() > 200,
-            "requestId",
+            "request_id",
             "must be at most 200 characters",
         );
         v.finish()?;
         let tx = self.tx(caller.tenant).await?;
         if !r.request_id.is_empty()
-            && let Some(id) = store::idempotent_result(&tx, "create_role", &r.request_id).await?
+            && let Some(id) =
+                store::idempotent_result(&tx, "create_role", &r.request_id, &fp).await?
         {
             let role = store::role_by_id(&tx, id)
                 .await?
@@ -1492,7 +1527,7 @@ impl Identity {
             return Err(e.into());
         }
         if !r.request_id.is_empty() {
-            store::remember_request(&tx, "create_role", &r.request_id, id).await?;
+            store::remember_request(&tx, "create_role", &r.request_id, &fp, id).await?;
         }
         let role = store::role_by_id(&tx, id)
             .await?

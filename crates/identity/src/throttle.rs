@@ -21,10 +21,10 @@ pub struct Throttle {
     cache: Cache,
 }
 
-fn now_secs() -> u64 {
+fn now_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
+        .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
 
@@ -49,13 +49,15 @@ impl Throttle {
             match self.cache.get(&format!("throttle:block:{k}")).await {
                 Ok(Some(until)) => {
                     let until: u64 = until.parse().unwrap_or(0);
-                    let now = now_secs();
+                    let now = now_millis();
                     if until > now {
+                        // Round up: a client that waits the advertised time is let in.
+                        let wait = (until - now).div_ceil(1000);
                         return Err(ApiError::new(
                             ErrorCode::RateLimited,
                             "too many failed attempts; try again later",
                         )
-                        .with_retry_after(Duration::from_secs(until - now)));
+                        .with_retry_after(Duration::from_secs(wait)));
                     }
                 }
                 Ok(None) => {}
@@ -77,7 +79,7 @@ impl Throttle {
                 .incr(&format!("throttle:fail:{key}"), WINDOW)
                 .await?;
             if let Some(d) = delay_after(n, threshold) {
-                let until = now_secs() + d.as_secs();
+                let until = now_millis() + d.as_millis() as u64;
                 self.cache
                     .set(&format!("throttle:block:{key}"), &until.to_string(), d)
                     .await?;

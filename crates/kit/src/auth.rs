@@ -173,7 +173,10 @@ impl TokenVerifier {
         *last = Some(Instant::now());
         let jwks = self.source.fetch().await.map_err(|e| {
             tracing::warn!(error = %e, "jwks fetch failed");
-            ApiError::new(crate::error::ErrorCode::Unavailable, "token keys unavailable")
+            ApiError::new(
+                crate::error::ErrorCode::Unavailable,
+                "token keys unavailable",
+            )
         })?;
         let mut keys = HashMap::new();
         for k in jwks {
@@ -405,24 +408,44 @@ mod tests {
         let (k1, x1) = keypair(1);
         let (k2, x2) = keypair(2);
         let source = Arc::new(Keys {
-            keys: std::sync::Mutex::new(vec![PublicJwk { kid: "one".into(), x: x1 }]),
+            keys: std::sync::Mutex::new(vec![PublicJwk {
+                kid: "one".into(),
+                x: x1,
+            }]),
             fetches: AtomicUsize::new(0),
         });
-        let v = TokenVerifier::new(source.clone(), "iss", "aud").with_cooldown(Duration::from_millis(200));
+        let v = TokenVerifier::new(source.clone(), "iss", "aud")
+            .with_cooldown(Duration::from_millis(200));
         let tenant = TenantId::new();
         for _ in 0..5 {
-            assert_eq!(v.verify(&token(&k1, "one", tenant)).await.unwrap().tenant, tenant);
+            assert_eq!(
+                v.verify(&token(&k1, "one", tenant)).await.unwrap().tenant,
+                tenant
+            );
         }
-        assert_eq!(source.fetches.load(Ordering::SeqCst), 1, "cached after the first fetch");
+        assert_eq!(
+            source.fetches.load(Ordering::SeqCst),
+            1,
+            "cached after the first fetch"
+        );
 
         // A rotation elsewhere: the new kid is unknown until refetched, and refetches are rate-limited.
-        source.keys.lock().unwrap().push(PublicJwk { kid: "two".into(), x: x2 });
+        source.keys.lock().unwrap().push(PublicJwk {
+            kid: "two".into(),
+            x: x2,
+        });
         let t2 = token(&k2, "two", tenant);
-        assert!(v.verify(&t2).await.is_err(), "within the cooldown no refetch happens");
+        assert!(
+            v.verify(&t2).await.is_err(),
+            "within the cooldown no refetch happens"
+        );
         assert!(v.verify(&t2).await.is_err());
         assert_eq!(source.fetches.load(Ordering::SeqCst), 1);
         tokio::time::sleep(Duration::from_millis(250)).await;
-        assert!(v.verify(&t2).await.is_ok(), "after the cooldown the unknown kid is fetched");
+        assert!(
+            v.verify(&t2).await.is_ok(),
+            "after the cooldown the unknown kid is fetched"
+        );
         assert_eq!(source.fetches.load(Ordering::SeqCst), 2);
 
         // A key signed by someone else under a known kid is refused.

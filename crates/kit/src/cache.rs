@@ -125,8 +125,10 @@ impl Cache {
     pub async fn set(&self, key: &str, value: &str, ttl: Duration) -> Result<(), CacheError> {
         match self {
             Self::Redis(r) => {
-                r.run(|mut c| async move { c.set_ex::<_, _, ()>(key, value, ttl.as_secs().max(1)).await })
-                    .await
+                r.run(|mut c| async move {
+                    c.set_ex::<_, _, ()>(key, value, ttl.as_secs().max(1)).await
+                })
+                .await
             }
             Self::Memory(m) => {
                 Self::with_map(m, |map| {
@@ -162,7 +164,10 @@ impl Cache {
                 if map.contains_key(key) {
                     false
                 } else {
-                    map.insert(key.to_owned(), (value.to_owned(), Some(Instant::now() + ttl)));
+                    map.insert(
+                        key.to_owned(),
+                        (value.to_owned(), Some(Instant::now() + ttl)),
+                    );
                     true
                 }
             })),
@@ -175,7 +180,10 @@ impl Cache {
             return Ok(());
         }
         match self {
-            Self::Redis(r) => r.run(|mut c| async move { c.del::<_, ()>(keys).await }).await,
+            Self::Redis(r) => {
+                r.run(|mut c| async move { c.del::<_, ()>(keys).await })
+                    .await
+            }
             Self::Memory(m) => {
                 Self::with_map(m, |map| {
                     keys.iter().for_each(|k| {

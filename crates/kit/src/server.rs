@@ -156,6 +156,8 @@ async fn metrics_text() -> impl IntoResponse {
 
 /// `/livez`, `/readyz` and `/metrics`; services merge their own HTTP routes into it.
 pub fn ops_router(readiness: Readiness) -> Router {
+    // Counters only count once a recorder is installed.
+    telemetry::prometheus();
     Router::new()
         .route("/livez", get(livez))
         .route("/readyz", get(readyz))

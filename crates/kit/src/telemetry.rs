@@ -34,6 +34,8 @@ impl Drop for TelemetryGuard {
 /// Global by nature: `tracing` and OpenTelemetry dispatch through process-wide state.
 pub fn init(service: &str, config: &Config) -> anyhow::Result<TelemetryGuard> {
     global::set_text_map_propagator(TraceContextPropagator::new());
+    // Install the metrics recorder before anything counts.
+    prometheus();
     let resource = Resource::builder()
         .with_service_name(service.to_owned())
         .build();

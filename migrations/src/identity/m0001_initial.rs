@@ -190,6 +190,14 @@ REVOKE ALL ON FUNCTION identity.tenant_id_by_client_id(text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION identity.tenant_id_by_slug(text) TO {RUNTIME_GROUP};
 GRANT EXECUTE ON FUNCTION identity.tenant_id_by_refresh_token(bytea) TO {RUNTIME_GROUP};
 GRANT EXECUTE ON FUNCTION identity.tenant_id_by_client_id(text) TO {RUNTIME_GROUP};
+-- Row-level security is forced on the owner too; the look-ups above run as the owner, so it
+-- may read these tables to find a tenant id. The runtime role is never the owner.
+DROP POLICY IF EXISTS definer_lookup ON identity.tenants;
+CREATE POLICY definer_lookup ON identity.tenants FOR SELECT TO CURRENT_USER USING (true);
+DROP POLICY IF EXISTS definer_lookup ON identity.refresh_tokens;
+CREATE POLICY definer_lookup ON identity.refresh_tokens FOR SELECT TO CURRENT_USER USING (true);
+DROP POLICY IF EXISTS definer_lookup ON identity.api_clients;
+CREATE POLICY definer_lookup ON identity.api_clients FOR SELECT TO CURRENT_USER USING (true);
 
 GRANT SELECT, INSERT, UPDATE ON identity.tenants, identity.roles, identity.users, identity.teams,
     identity.refresh_tokens, identity.api_clients, identity.signing_keys TO {RUNTIME_GROUP};

@@ -65,7 +65,10 @@ async fn run(scratch: &Scratch, args: &Args) -> anyhow::Result<()> {
     scratch.migrate().await?;
     let vars = HashMap::from([
         ("DATABASE_URL".to_owned(), scratch.runtime_url.clone()),
-        ("CRM_DATABASE_ADMIN_URL".to_owned(), scratch.admin_url.clone()),
+        (
+            "CRM_DATABASE_ADMIN_URL".to_owned(),
+            scratch.admin_url.clone(),
+        ),
         ("AMQP_URL".to_owned(), scratch.bus.amqp_url.clone()),
         ("REDIS_URL".to_owned(), scratch.redis_url.clone()),
         ("CRM_BUS_PREFIX".to_owned(), scratch.bus.prefix.clone()),
@@ -192,12 +195,8 @@ async fn tenant_with_users(
     endpoint: &Endpoint,
     users: usize,
 ) -> anyhow::Result<(String, Vec<String>)> {
-    let mut client = IdentityServiceClient::new(
-        endpoint
-            .connect()
-            .await
-            .context("connecting to identity")?,
-    );
+    let mut client =
+        IdentityServiceClient::new(endpoint.connect().await.context("connecting to identity")?);
     let slug = format!("bench-{}", &Uuid::new_v4().simple().to_string()[..12]);
     let admin = "admin@bench.example".to_owned();
     let signed_up = client
@@ -240,12 +239,8 @@ async fn tenant_with_users(
 
 /// The cheapest public call, to see what the transport alone costs per call.
 async fn grpc_floor(endpoint: &Endpoint) -> anyhow::Result<Samples> {
-    let mut client = IdentityServiceClient::new(
-        endpoint
-            .connect()
-            .await
-            .context("connecting to identity")?,
-    );
+    let mut client =
+        IdentityServiceClient::new(endpoint.connect().await.context("connecting to identity")?);
     let mut s = Samples::default();
     let start = Instant::now();
     for _ in 0..200 {
@@ -271,12 +266,7 @@ async fn drive_logins(
     // Connect every client before the clock starts.
     let mut channels: Vec<Channel> = Vec::with_capacity(clients);
     for _ in 0..clients {
-        channels.push(
-            endpoint
-                .connect()
-                .await
-                .context("connecting to identity")?,
-        );
+        channels.push(endpoint.connect().await.context("connecting to identity")?);
     }
     let next = Arc::new(AtomicUsize::new(0));
     let emails = Arc::new(emails.to_vec());

@@ -192,19 +192,12 @@ async fn measure(
                 black_box(data);
             }
             Path::Cached => {
-                let caller = f
-                    .cached
-                    .verify(&f.token)
-                    .await
-                    .context("cached verify")?;
+                let caller = f.cached.verify(&f.token).await.context("cached verify")?;
                 black_box(caller);
             }
             Path::Uncached => {
                 let verifier = TokenVerifier::new(f.source.clone(), ISSUER, AUDIENCE);
-                let caller = verifier
-                    .verify(&f.token)
-                    .await
-                    .context("uncached verify")?;
+                let caller = verifier.verify(&f.token).await.context("uncached verify")?;
                 black_box(caller);
             }
         }

@@ -350,11 +350,19 @@ fn access_str(a: i32) -> String {
 }
 
 fn permission(p: pb::Permission) -> Permission {
-    Permission { object_type: p.object_type, action: p.action, scope: scope_str(p.scope) }
+    Permission {
+        object_type: p.object_type,
+        action: p.action,
+        scope: scope_str(p.scope),
+    }
 }
 
 fn field_rule(r: pb::FieldRule) -> FieldRule {
-    FieldRule { object_type: r.object_type, field: r.field, access: access_str(r.access) }
+    FieldRule {
+        object_type: r.object_type,
+        field: r.field,
+        access: access_str(r.access),
+    }
 }
 
 fn permissions_pb(ps: Vec<Permission>) -> Result<Vec<pb::Permission>, ApiError> {
@@ -365,9 +373,18 @@ fn permissions_pb(ps: Vec<Permission>) -> Result<Vec<pb::Permission>, ApiError> 
                 "own" => pb::Scope::Own,
                 "team" => pb::Scope::Team,
                 "all" => pb::Scope::All,
-                _ => return Err(ApiError::invalid(format!("permissions[{i}].scope"), "must be own, team or all")),
+                _ => {
+                    return Err(ApiError::invalid(
+                        format!("permissions[{i}].scope"),
+                        "must be own, team or all",
+                    ));
+                }
             };
-            Ok(pb::Permission { object_type: p.object_type, action: p.action, scope: scope as i32 })
+            Ok(pb::Permission {
+                object_type: p.object_type,
+                action: p.action,
+                scope: scope as i32,
+            })
         })
         .collect()
 }
@@ -379,16 +396,29 @@ fn rules_pb(rs: Vec<FieldRule>) -> Result<Vec<pb::FieldRule>, ApiError> {
             let access = match r.access.as_str() {
                 "hidden" => pb::FieldAccess::Hidden,
                 "read_only" => pb::FieldAccess::ReadOnly,
-                _ => return Err(ApiError::invalid(format!("fieldRules[{i}].access"), "must be hidden or read_only")),
+                _ => {
+                    return Err(ApiError::invalid(
+                        format!("fieldRules[{i}].access"),
+                        "must be hidden or read_only",
+                    ));
+                }
             };
-            Ok(pb::FieldRule { object_type: r.object_type, field: r.field, access: access as i32 })
+            Ok(pb::FieldRule {
+                object_type: r.object_type,
+                field: r.field,
+                access: access as i32,
+            })
         })
         .collect()
 }
 
 fn tenant(t: Option<pb::Tenant>) -> Tenant {
     let t = t.unwrap_or_default();
-    Tenant { id: t.id, name: t.name, slug: t.slug }
+    Tenant {
+        id: t.id,
+        name: t.name,
+        slug: t.slug,
+    }
 }
 
 fn user(u: pb::User) -> User {
@@ -455,7 +485,11 @@ fn tokens(t: Option<pb::TokenPair>) -> TokenPair {
 }
 
 fn missing<T>(what: &str) -> impl FnOnce() -> GwError + '_ {
-    move || GwError(ApiError::internal(format!("backend answered without {what}")))
+    move || {
+        GwError(ApiError::internal(format!(
+            "backend answered without {what}"
+        )))
+    }
 }
 
 /// A strong entity tag for a version.
@@ -468,14 +502,20 @@ fn if_match(headers: &HeaderMap) -> GwResult<String> {
     match headers.get(header::IF_MATCH) {
         None => Ok(String::new()),
         Some(v) => {
-            let s = v.to_str().map_err(|_| ApiError::invalid("If-Match", "must be an entity tag"))?.trim();
+            let s = v
+                .to_str()
+                .map_err(|_| ApiError::invalid("If-Match", "must be an entity tag"))?
+                .trim();
             if s == "*" {
                 return Ok(String::new());
             }
             let inner = s.trim_start_matches("W/").trim_matches('"');
             if inner.parse::<i64>().is_err() {
-                return Err(ApiError::new(ErrorCode::PreconditionFailed, "If-Match does not match the current version")
-                    .into());
+                return Err(ApiError::new(
+                    ErrorCode::PreconditionFailed,
+                    "If-Match does not match the current version",
+                )
+                .into());
             }
             Ok(inner.to_owned())
         }
@@ -500,54 +540,75 @@ fn created(location: String, version: Option<i64>, body: impl IntoResponse) -> R
 }
 
 fn no_store(mut res: Response) -> Response {
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    res.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     res
 }
-
-
 
 // ---- public routes -----------------------------------------------------------------------
 
 /// Creates a tenant and its first user, an admin.
 #[utoipa::path(post, path = "/auth/signup", tag = "auth", request_body = SignupRequest,
     responses((status = 201, description = "Tenant created; the user is logged in", body = SignupResponse), StdErrors))]
-async fn signup(State(s): State<AppState>, ctx: Ctx, Json(b): Json<SignupRequest>) -> GwResult<Response> {
+async fn signup(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Json(b): Json<SignupRequest>,
+) -> GwResult<Response> {
     let mut cell = s.backends.cell(None)?.identity.clone();
     let r = cell
-        .sign_up(s.backends.request(&ctx, pb::SignUpRequest {
-            tenant_name: b.tenant_name,
-            tenant_slug: b.tenant_slug,
-            email: b.email,
-            password: b.password,
-            name: b.name.unwrap_or_default(),
-        }))
+        .sign_up(s.backends.request(
+            &ctx,
+            pb::SignUpRequest {
+                tenant_name: b.tenant_name,
+                tenant_slug: b.tenant_slug,
+                email: b.email,
+                password: b.password,
+                name: b.name.unwrap_or_default(),
+            },
+        ))
         .await?
         .into_inner();
     let u = r.user.ok_or_else(missing::<()>("user"))?;
     let t = tokens(r.tokens);
     let body = SignupResponse {
         tenant: tenant(r.tenant),
-        user: SignupUser { id: u.id.clone(), email: u.email, role: u.role },
+        user: SignupUser {
+            id: u.id.clone(),
+            email: u.email,
+            role: u.role,
+        },
         access_token: t.access_token,
         refresh_token: t.refresh_token,
         token_type: t.token_type,
         expires_in: t.expires_in,
     };
-    Ok(no_store(created(format!("/api/v1/users/{}", u.id), None, AJson(body))))
+    Ok(no_store(created(
+        format!("/api/v1/users/{}", u.id),
+        None,
+        AJson(body),
+    )))
 }
 
 /// Exchanges credentials for tokens; a wrong e-mail and a wrong password give the same 401.
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest,
     responses((status = 200, body = TokenPair), StdErrors))]
-async fn login(State(s): State<AppState>, ctx: Ctx, Json(b): Json<LoginRequest>) -> GwResult<Response> {
+async fn login(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Json(b): Json<LoginRequest>,
+) -> GwResult<Response> {
     let mut cell = s.backends.cell(None)?.identity.clone();
     let r = cell
-        .login(s.backends.request(&ctx, pb::LoginRequest {
-            tenant_slug: b.tenant_slug,
-            email: b.email,
-            password: b.password,
-            client_address: ctx.client_address.clone(),
-        }))
+        .login(s.backends.request(
+            &ctx,
+            pb::LoginRequest {
+                tenant_slug: b.tenant_slug,
+                email: b.email,
+                password: b.password,
+                client_address: ctx.client_address.clone(),
+            },
+        ))
         .await?
         .into_inner();
     Ok(no_store(AJson(tokens(r.tokens)).into_response()))
@@ -556,10 +617,19 @@ async fn login(State(s): State<AppState>, ctx: Ctx, Json(b): Json<LoginRequest>)
 /// Rotates a refresh token. A rotated token used again is refused and revokes its family.
 #[utoipa::path(post, path = "/auth/refresh", tag = "auth", request_body = RefreshRequest,
     responses((status = 200, body = TokenPair), StdErrors))]
-async fn refresh(State(s): State<AppState>, ctx: Ctx, Json(b): Json<RefreshRequest>) -> GwResult<Response> {
+async fn refresh(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Json(b): Json<RefreshRequest>,
+) -> GwResult<Response> {
     let mut cell = s.backends.cell(None)?.identity.clone();
     let r = cell
-        .refresh_token(s.backends.request(&ctx, pb::RefreshTokenRequest { refresh_token: b.refresh_token }))
+        .refresh_token(s.backends.request(
+            &ctx,
+            pb::RefreshTokenRequest {
+                refresh_token: b.refresh_token,
+            },
+        ))
         .await?
         .into_inner();
     Ok(no_store(AJson(tokens(r.tokens)).into_response()))
@@ -568,17 +638,29 @@ async fn refresh(State(s): State<AppState>, ctx: Ctx, Json(b): Json<RefreshReque
 /// Revokes a refresh token and its family.
 #[utoipa::path(post, path = "/auth/logout", tag = "auth", request_body = RefreshRequest,
     responses((status = 204, description = "Logged out"), StdErrors))]
-async fn logout(State(s): State<AppState>, ctx: Ctx, Json(b): Json<RefreshRequest>) -> GwResult<StatusCode> {
+async fn logout(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Json(b): Json<RefreshRequest>,
+) -> GwResult<StatusCode> {
     let mut cell = s.backends.cell(None)?.identity.clone();
-    cell.logout(s.backends.request(&ctx, pb::LogoutRequest { refresh_token: b.refresh_token }))
-        .await?;
+    cell.logout(s.backends.request(
+        &ctx,
+        pb::LogoutRequest {
+            refresh_token: b.refresh_token,
+        },
+    ))
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
     let mut res = (
         status,
-        AJson(OAuthError { error: error.into(), error_description: description.into() }),
+        AJson(OAuthError {
+            error: error.into(),
+            error_description: description.into(),
+        }),
     )
         .into_response();
     res.extensions_mut().insert(OwnErrorFormat);
@@ -594,17 +676,36 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
         (status = 401, description = "invalid_client", body = OAuthError),
         (status = 429, description = "Rate limit exceeded", body = crate::dto::Problem, content_type = "application/problem+json"),
         (status = 500, description = "Internal error", body = crate::dto::Problem, content_type = "application/problem+json")))]
-async fn oauth_token(State(s): State<AppState>, ctx: Ctx, headers: HeaderMap, body: Result<Bytes, axum::extract::rejection::BytesRejection>) -> Response {
-    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    if !ct.to_ascii_lowercase().starts_with("application/x-www-form-urlencoded") {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "content-type must be application/x-www-form-urlencoded");
+async fn oauth_token(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Response {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !ct
+        .to_ascii_lowercase()
+        .starts_with("application/x-www-form-urlencoded")
+    {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "content-type must be application/x-www-form-urlencoded",
+        );
     }
     let body = match body {
         Ok(b) => b,
         Err(e) => return body_rejection(e).into_response(),
     };
     let Ok(form) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body) else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "malformed form body");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "malformed form body",
+        );
     };
     let get = |k: &str| {
         let mut it = form.iter().filter(|(name, _)| name == k);
@@ -614,10 +715,19 @@ async fn oauth_token(State(s): State<AppState>, ctx: Ctx, headers: HeaderMap, bo
             _ => Err(k.to_owned()),
         }
     };
-    let (grant, id, secret, scope) = match (get("grant_type"), get("client_id"), get("client_secret"), get("scope")) {
+    let (grant, id, secret, scope) = match (
+        get("grant_type"),
+        get("client_id"),
+        get("client_secret"),
+        get("scope"),
+    ) {
         (Ok(g), Ok(i), Ok(s), Ok(sc)) => (g, i, s, sc),
         (Err(k), ..) | (_, Err(k), ..) | (_, _, Err(k), _) | (.., Err(k)) => {
-            return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", &format!("{k} is repeated"));
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                &format!("{k} is repeated"),
+            );
         }
     };
     // Client authentication may also come as HTTP Basic (RFC 6749 §2.3.1).
@@ -627,38 +737,77 @@ async fn oauth_token(State(s): State<AppState>, ctx: Ctx, headers: HeaderMap, bo
         .and_then(|v| v.strip_prefix("Basic "))
         .and_then(|b| {
             use base64::Engine;
-            base64::engine::general_purpose::STANDARD.decode(b.trim()).ok()
+            base64::engine::general_purpose::STANDARD
+                .decode(b.trim())
+                .ok()
         })
         .and_then(|b| String::from_utf8(b).ok())
         .and_then(|s| s.split_once(':').map(|(a, b)| (a.to_owned(), b.to_owned())));
     match grant.as_deref() {
-        None => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "grant_type is required"),
+        None => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "grant_type is required",
+            );
+        }
         Some("client_credentials") => {}
-        Some(_) => return oauth_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "only client_credentials is supported"),
+        Some(_) => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "only client_credentials is supported",
+            );
+        }
     }
     let (id, secret) = match (id, secret, basic) {
         (Some(i), Some(s), _) => (i, s),
         (None, None, Some((i, s))) => (i, s),
-        _ => return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client_id and client_secret are required"),
+        _ => {
+            return oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "client_id and client_secret are required",
+            );
+        }
     };
     let mut cell = match s.backends.cell(None) {
         Ok(c) => c.identity.clone(),
         Err(e) => return e.into_response(),
     };
     match cell
-        .issue_client_token(s.backends.request(&ctx, pb::IssueClientTokenRequest {
-            client_id: id,
-            client_secret: secret,
-            scope: scope.unwrap_or_default(),
-        }))
+        .issue_client_token(s.backends.request(
+            &ctx,
+            pb::IssueClientTokenRequest {
+                client_id: id,
+                client_secret: secret,
+                scope: scope.unwrap_or_default(),
+            },
+        ))
         .await
     {
         Ok(r) => {
             let r = r.into_inner();
-            no_store(AJson(OAuthToken { access_token: r.access_token, token_type: r.token_type, expires_in: r.expires_in }).into_response())
+            no_store(
+                AJson(OAuthToken {
+                    access_token: r.access_token,
+                    token_type: r.token_type,
+                    expires_in: r.expires_in,
+                })
+                .into_response(),
+            )
         }
-        Err(st) if matches!(st.code(), tonic::Code::Unauthenticated | tonic::Code::InvalidArgument) => {
-            oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "client authentication failed")
+        Err(st)
+            if matches!(
+                st.code(),
+                tonic::Code::Unauthenticated | tonic::Code::InvalidArgument
+            ) =>
+        {
+            oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "client authentication failed",
+            )
         }
         Err(st) => GwError::from(st).into_response(),
     }
@@ -669,14 +818,21 @@ async fn oauth_token(State(s): State<AppState>, ctx: Ctx, headers: HeaderMap, bo
     responses((status = 200, description = "JSON Web Key Set", body = serde_json::Value), StdErrors))]
 pub async fn jwks(State(s): State<AppState>, ctx: Ctx) -> GwResult<Response> {
     let mut cell = s.backends.cell(None)?.identity.clone();
-    let keys = cell.get_jwks(s.backends.request(&ctx, pb::GetJwksRequest {})).await?.into_inner().keys;
+    let keys = cell
+        .get_jwks(s.backends.request(&ctx, pb::GetJwksRequest {}))
+        .await?
+        .into_inner()
+        .keys;
     let body = serde_json::json!({
         "keys": keys.into_iter().map(|k| serde_json::json!({
             "kty": k.kty, "crv": k.crv, "x": k.x, "kid": k.kid, "alg": k.alg, "use": k.r#use,
         })).collect::<Vec<_>>()
     });
     let mut res = AJson(body).into_response();
-    res.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    res.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
     Ok(res)
 }
 
@@ -687,7 +843,10 @@ pub async fn jwks(State(s): State<AppState>, ctx: Ctx) -> GwResult<Response> {
     responses((status = 200, body = Me), StdErrors))]
 async fn me(State(s): State<AppState>, ctx: Ctx) -> GwResult<AJson<Me>> {
     let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
-    let r = cell.get_me(s.backends.request(&ctx, pb::GetMeRequest {})).await?.into_inner();
+    let r = cell
+        .get_me(s.backends.request(&ctx, pb::GetMeRequest {}))
+        .await?
+        .into_inner();
     let p = r.permissions.unwrap_or_default();
     Ok(AJson(Me {
         user: r.user.map(|u| MeUser {
@@ -712,43 +871,71 @@ async fn me(State(s): State<AppState>, ctx: Ctx) -> GwResult<AJson<Me>> {
 /// Users of the tenant.
 #[utoipa::path(get, path = "/users", tag = "users", security(("bearer" = [])), params(ListParams),
     responses((status = 200, body = UserPage), StdErrors))]
-async fn list_users(State(s): State<AppState>, ctx: Ctx, Query(q): Query<ListParams>) -> GwResult<AJson<UserPage>> {
+async fn list_users(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Query(q): Query<ListParams>,
+) -> GwResult<AJson<UserPage>> {
     let (page_size, page_token) = q.grpc()?;
     let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
     let r = cell
-        .list_users(s.backends.request(&ctx, pb::ListUsersRequest { page_size, page_token }))
+        .list_users(s.backends.request(
+            &ctx,
+            pb::ListUsersRequest {
+                page_size,
+                page_token,
+            },
+        ))
         .await?
         .into_inner();
-    Ok(AJson(UserPage { items: r.users.into_iter().map(user).collect(), next_cursor: next_cursor(r.next_page_token) }))
+    Ok(AJson(UserPage {
+        items: r.users.into_iter().map(user).collect(),
+        next_cursor: next_cursor(r.next_page_token),
+    }))
 }
 
 /// Creates a user (admin).
 #[utoipa::path(post, path = "/users", tag = "users", security(("bearer" = [])), request_body = CreateUserRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for 24 hours")),
     responses((status = 201, body = User), StdErrors))]
-async fn create_user(State(s): State<AppState>, ctx: Ctx, Json(b): Json<CreateUserRequest>) -> GwResult<Response> {
+async fn create_user(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Json(b): Json<CreateUserRequest>,
+) -> GwResult<Response> {
     let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
     let u = cell
-        .create_user(s.backends.request(&ctx, pb::CreateUserRequest {
-            email: b.email,
-            name: b.name.unwrap_or_default(),
-            role: b.role,
-            password: b.password.unwrap_or_default(),
-            timezone: b.timezone.unwrap_or_default(),
-            locale: b.locale.unwrap_or_default(),
-            request_id: String::new(),
-        }))
+        .create_user(s.backends.request(
+            &ctx,
+            pb::CreateUserRequest {
+                email: b.email,
+                name: b.name.unwrap_or_default(),
+                role: b.role,
+                password: b.password.unwrap_or_default(),
+                timezone: b.timezone.unwrap_or_default(),
+                locale: b.locale.unwrap_or_default(),
+                request_id: String::new(),
+            },
+        ))
         .await?
         .into_inner()
         .user
         .ok_or_else(missing::<()>("user"))?;
-    Ok(created(format!("/api/v1/users/{}", u.id), Some(u.version), AJson(user(u))))
+    Ok(created(
+        format!("/api/v1/users/{}", u.id),
+        Some(u.version),
+        AJson(user(u)),
+    ))
 }
 
 /// One user.
 #[utoipa::path(get, path = "/users/{id}", tag = "users", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 200, body = User, headers(("ETag" = String))), StdErrors))]
-async fn get_user(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> GwResult<Response> {
+async fn get_user(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> GwResult<Response> {
     let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
     let u = cell
         .get_user(s.backends.request(&ctx, pb::GetUserRequest { id }))
@@ -763,10 +950,20 @@ async fn get_user(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>) -
 #[utoipa::path(patch, path = "/users/{id}", tag = "users", security(("bearer" = [])), request_body = UpdateUserRequest,
     params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "ETag of the version being changed")),
     responses((status = 200, body = User), StdErrors))]
-async fn update_user(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>, headers: HeaderMap, Json(b): Json<UpdateUserRequest>) -> GwResult<Response> {
+async fn update_user(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Json(b): Json<UpdateUserRequest>,
+) -> GwResult<Response> {
     let etag = if_match(&headers)?;
     let mut paths = Vec::new();
-    let mut req = pb::UpdateUserRequest { id, etag, ..Default::default() };
+    let mut req = pb::UpdateUserRequest {
+        id,
+        etag,
+        ..Default::default()
+    };
     if let Some(v) = b.name {
         paths.push("name");
         req.name = v;
@@ -794,7 +991,9 @@ async fn update_user(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>
     if paths.is_empty() {
         return Err(ApiError::invalid("body", "names no field to change").into());
     }
-    req.update_mask = Some(prost_types::FieldMask { paths: paths.into_iter().map(str::to_owned).collect() });
+    req.update_mask = Some(prost_types::FieldMask {
+        paths: paths.into_iter().map(str::to_owned).collect(),
+    });
     let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
     let u = cell
         .update_user(s.backends.request(&ctx, req))
@@ -808,35 +1007,66 @@ async fn update_user(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>
 /// Teams of the tenant.
 #[utoipa::path(get, path = "/teams", tag = "teams", security(("bearer" = [])), params(ListParams),
     responses((status = 200, body = TeamPage), StdErrors))]
-async fn list_teams(State(s): State<AppState>, ctx: Ctx, Query(q): Query<ListParams>) -> GwResult<AJson<TeamPage>> {
+async fn list_teams(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Query(q): Query<ListParams>,
+) -> GwResult<AJson<TeamPage>> {
     let (page_size, page_token) = q.grpc()?;
     let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
     let r = cell
-        .list_teams(s.backends.request(&ctx, pb::ListTeamsRequest { page_size, page_token }))
+        .list_teams(s.backends.request(
+            &ctx,
+            pb::ListTeamsRequest {
+                page_size,
+                page_token,
+            },
+        ))
         .await?
         .into_inner();
-    Ok(AJson(TeamPage { items: r.teams.into_iter().map(team).collect(), next_cursor: next_cursor(r.next_page_token) }))
+    Ok(AJson(TeamPage {
+        items: r.teams.into_iter().map(team).collect(),
+        next_cursor: next_cursor(r.next_page_token),
+    }))
 }
 
 /// Creates a team.
 #[utoipa::path(post, path = "/teams", tag = "teams", security(("bearer" = [])), request_body = CreateTeamRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for 24 hours")),
     responses((status = 201, body = Team), StdErrors))]
-async fn create_team(State(s): State<AppState>, ctx: Ctx, Json(b): Json<CreateTeamRequest>) -> GwResult<Response> {
+async fn create_team(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Json(b): Json<CreateTeamRequest>,
+) -> GwResult<Response> {
     let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
     let t = cell
-        .create_team(s.backends.request(&ctx, pb::CreateTeamRequest { name: b.name, request_id: String::new() }))
+        .create_team(s.backends.request(
+            &ctx,
+            pb::CreateTeamRequest {
+                name: b.name,
+                request_id: String::new(),
+            },
+        ))
         .await?
         .into_inner()
         .team
         .ok_or_else(missing::<()>("team"))?;
-    Ok(created(format!("/api/v1/teams/{}", t.id), Some(t.version), AJson(team(t))))
+    Ok(created(
+        format!("/api/v1/teams/{}", t.id),
+        Some(t.version),
+        AJson(team(t)),
+    ))
 }
 
 /// One team.
 #[utoipa::path(get, path = "/teams/{id}", tag = "teams", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 200, body = Team), StdErrors))]
-async fn get_team(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> GwResult<Response> {
+async fn get_team(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> GwResult<Response> {
     let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
     let t = cell
         .get_team(s.backends.request(&ctx, pb::GetTeamRequest { id }))
@@ -851,10 +1081,20 @@ async fn get_team(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>) -
 #[utoipa::path(post, path = "/teams/{id}/members/{userId}", tag = "teams", security(("bearer" = [])),
     params(("id" = String, Path), ("userId" = String, Path)),
     responses((status = 200, body = Team), StdErrors))]
-async fn add_member(State(s): State<AppState>, ctx: Ctx, Path((id, user_id)): Path<(String, String)>) -> GwResult<AJson<Team>> {
+async fn add_member(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path((id, user_id)): Path<(String, String)>,
+) -> GwResult<AJson<Team>> {
     let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
     let t = cell
-        .add_team_member(s.backends.request(&ctx, pb::AddTeamMemberRequest { team_id: id, user_id }))
+        .add_team_member(s.backends.request(
+            &ctx,
+            pb::AddTeamMemberRequest {
+                team_id: id,
+                user_id,
+            },
+        ))
         .await?
         .into_inner()
         .team
@@ -866,54 +1106,92 @@ async fn add_member(State(s): State<AppState>, ctx: Ctx, Path((id, user_id)): Pa
 #[utoipa::path(delete, path = "/teams/{id}/members/{userId}", tag = "teams", security(("bearer" = [])),
     params(("id" = String, Path), ("userId" = String, Path)),
     responses((status = 204, description = "Removed"), StdErrors))]
-async fn remove_member(State(s): State<AppState>, ctx: Ctx, Path((id, user_id)): Path<(String, String)>) -> GwResult<StatusCode> {
+async fn remove_member(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path((id, user_id)): Path<(String, String)>,
+) -> GwResult<StatusCode> {
     let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
-    cell.remove_team_member(s.backends.request(&ctx, pb::RemoveTeamMemberRequest { team_id: id, user_id }))
-        .await?;
+    cell.remove_team_member(s.backends.request(
+        &ctx,
+        pb::RemoveTeamMemberRequest {
+            team_id: id,
+            user_id,
+        },
+    ))
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Built-in and custom roles.
 #[utoipa::path(get, path = "/roles", tag = "roles", security(("bearer" = [])), params(ListParams),
     responses((status = 200, body = RolePage), StdErrors))]
-async fn list_roles(State(s): State<AppState>, ctx: Ctx, Query(q): Query<ListParams>) -> GwResult<AJson<RolePage>> {
+async fn list_roles(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Query(q): Query<ListParams>,
+) -> GwResult<AJson<RolePage>> {
     let (page_size, page_token) = q.grpc()?;
     let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
     let r = cell
-        .list_roles(s.backends.request(&ctx, pb::ListRolesRequest { page_size, page_token }))
+        .list_roles(s.backends.request(
+            &ctx,
+            pb::ListRolesRequest {
+                page_size,
+                page_token,
+            },
+        ))
         .await?
         .into_inner();
-    Ok(AJson(RolePage { items: r.roles.into_iter().map(role).collect(), next_cursor: next_cursor(r.next_page_token) }))
+    Ok(AJson(RolePage {
+        items: r.roles.into_iter().map(role).collect(),
+        next_cursor: next_cursor(r.next_page_token),
+    }))
 }
 
 /// Creates a custom role.
 #[utoipa::path(post, path = "/roles", tag = "roles", security(("bearer" = [])), request_body = CreateRoleRequest,
     params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for 24 hours")),
     responses((status = 201, body = Role), StdErrors))]
-async fn create_role(State(s): State<AppState>, ctx: Ctx, Json(b): Json<CreateRoleRequest>) -> GwResult<Response> {
+async fn create_role(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Json(b): Json<CreateRoleRequest>,
+) -> GwResult<Response> {
     let permissions = permissions_pb(b.permissions)?;
     let field_rules = rules_pb(b.field_rules.unwrap_or_default())?;
     let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
     let r = cell
-        .create_role(s.backends.request(&ctx, pb::CreateRoleRequest {
-            key: b.key,
-            name: b.name,
-            description: b.description.unwrap_or_default(),
-            permissions,
-            field_rules,
-            request_id: String::new(),
-        }))
+        .create_role(s.backends.request(
+            &ctx,
+            pb::CreateRoleRequest {
+                key: b.key,
+                name: b.name,
+                description: b.description.unwrap_or_default(),
+                permissions,
+                field_rules,
+                request_id: String::new(),
+            },
+        ))
         .await?
         .into_inner()
         .role
         .ok_or_else(missing::<()>("role"))?;
-    Ok(created(format!("/api/v1/roles/{}", r.id), Some(r.version), AJson(role(r))))
+    Ok(created(
+        format!("/api/v1/roles/{}", r.id),
+        Some(r.version),
+        AJson(role(r)),
+    ))
 }
 
 /// One role.
 #[utoipa::path(get, path = "/roles/{id}", tag = "roles", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 200, body = Role), StdErrors))]
-async fn get_role(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> GwResult<Response> {
+async fn get_role(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> GwResult<Response> {
     let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
     let r = cell
         .get_role(s.backends.request(&ctx, pb::GetRoleRequest { id }))
@@ -928,9 +1206,19 @@ async fn get_role(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>) -
 #[utoipa::path(patch, path = "/roles/{id}", tag = "roles", security(("bearer" = [])), request_body = UpdateRoleRequest,
     params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "ETag of the version being changed")),
     responses((status = 200, body = Role), StdErrors))]
-async fn update_role(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>, headers: HeaderMap, Json(b): Json<UpdateRoleRequest>) -> GwResult<Response> {
+async fn update_role(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Json(b): Json<UpdateRoleRequest>,
+) -> GwResult<Response> {
     let etag = if_match(&headers)?;
-    let mut req = pb::UpdateRoleRequest { id, etag, ..Default::default() };
+    let mut req = pb::UpdateRoleRequest {
+        id,
+        etag,
+        ..Default::default()
+    };
     let mut paths = Vec::new();
     if let Some(v) = b.name {
         paths.push("name");
@@ -951,7 +1239,9 @@ async fn update_role(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>
     if paths.is_empty() {
         return Err(ApiError::invalid("body", "names no field to change").into());
     }
-    req.update_mask = Some(prost_types::FieldMask { paths: paths.into_iter().map(str::to_owned).collect() });
+    req.update_mask = Some(prost_types::FieldMask {
+        paths: paths.into_iter().map(str::to_owned).collect(),
+    });
     let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
     let r = cell
         .update_role(s.backends.request(&ctx, req))
@@ -965,11 +1255,21 @@ async fn update_role(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>
 /// Partner credentials of the tenant.
 #[utoipa::path(get, path = "/api-clients", tag = "api-clients", security(("bearer" = [])), params(ListParams),
     responses((status = 200, body = ApiClientPage), StdErrors))]
-async fn list_api_clients(State(s): State<AppState>, ctx: Ctx, Query(q): Query<ListParams>) -> GwResult<AJson<ApiClientPage>> {
+async fn list_api_clients(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Query(q): Query<ListParams>,
+) -> GwResult<AJson<ApiClientPage>> {
     let (page_size, page_token) = q.grpc()?;
     let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
     let r = cell
-        .list_api_clients(s.backends.request(&ctx, pb::ListApiClientsRequest { page_size, page_token }))
+        .list_api_clients(s.backends.request(
+            &ctx,
+            pb::ListApiClientsRequest {
+                page_size,
+                page_token,
+            },
+        ))
         .await?
         .into_inner();
     Ok(AJson(ApiClientPage {
@@ -981,10 +1281,21 @@ async fn list_api_clients(State(s): State<AppState>, ctx: Ctx, Query(q): Query<L
 /// Creates partner credentials bound to a role; the secret is shown once.
 #[utoipa::path(post, path = "/api-clients", tag = "api-clients", security(("bearer" = [])), request_body = CreateApiClientRequest,
     responses((status = 201, body = CreatedApiClient), StdErrors))]
-async fn create_api_client(State(s): State<AppState>, ctx: Ctx, Json(b): Json<CreateApiClientRequest>) -> GwResult<Response> {
+async fn create_api_client(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Json(b): Json<CreateApiClientRequest>,
+) -> GwResult<Response> {
     let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
     let r = cell
-        .create_api_client(s.backends.request(&ctx, pb::CreateApiClientRequest { name: b.name, role: b.role, request_id: String::new() }))
+        .create_api_client(s.backends.request(
+            &ctx,
+            pb::CreateApiClientRequest {
+                name: b.name,
+                role: b.role,
+                request_id: String::new(),
+            },
+        ))
         .await?
         .into_inner();
     let c = r.api_client.ok_or_else(missing::<()>("api client"))?;
@@ -996,30 +1307,50 @@ async fn create_api_client(State(s): State<AppState>, ctx: Ctx, Json(b): Json<Cr
         role: c.role,
         created_at: time(c.create_time),
     };
-    Ok(no_store(created(format!("/api/v1/api-clients/{}", c.id), None, AJson(body))))
+    Ok(no_store(created(
+        format!("/api/v1/api-clients/{}", c.id),
+        None,
+        AJson(body),
+    )))
 }
 
 /// Deletes partner credentials; tokens already issued expire on their own.
 #[utoipa::path(delete, path = "/api-clients/{id}", tag = "api-clients", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 204, description = "Deleted"), StdErrors))]
-async fn delete_api_client(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> GwResult<StatusCode> {
+async fn delete_api_client(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> GwResult<StatusCode> {
     let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
-    cell.delete_api_client(s.backends.request(&ctx, pb::DeleteApiClientRequest { id })).await?;
+    cell.delete_api_client(s.backends.request(&ctx, pb::DeleteApiClientRequest { id }))
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Logins, failures, role changes, token reuse, API client changes (admin).
 #[utoipa::path(get, path = "/security-events", tag = "security", security(("bearer" = [])), params(SecurityEventParams),
     responses((status = 200, body = SecurityEventPage), StdErrors))]
-async fn list_security_events(State(s): State<AppState>, ctx: Ctx, Query(q): Query<SecurityEventParams>) -> GwResult<AJson<SecurityEventPage>> {
-    let (page_size, page_token) = ListParams { limit: q.limit, cursor: q.cursor }.grpc()?;
+async fn list_security_events(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Query(q): Query<SecurityEventParams>,
+) -> GwResult<AJson<SecurityEventPage>> {
+    let (page_size, page_token) = ListParams {
+        limit: q.limit,
+        cursor: q.cursor,
+    }
+    .grpc()?;
     let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
     let r = cell
-        .list_security_events(s.backends.request(&ctx, pb::ListSecurityEventsRequest {
-            page_size,
-            page_token,
-            kind: q.kind.unwrap_or_default(),
-        }))
+        .list_security_events(s.backends.request(
+            &ctx,
+            pb::ListSecurityEventsRequest {
+                page_size,
+                page_token,
+                kind: q.kind.unwrap_or_default(),
+            },
+        ))
         .await?
         .into_inner();
     Ok(AJson(SecurityEventPage {

@@ -12,7 +12,10 @@ use uuid::Uuid;
 pub const PASSWORD: &str = "correct horse battery staple";
 
 fn env_or(k: &str, default: &str) -> String {
-    std::env::var(k).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_owned())
+    std::env::var(k)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned())
 }
 
 fn init_tracing() {
@@ -23,7 +26,11 @@ fn init_tracing() {
 
 fn tracing_subscriber_init() -> Option<()> {
     // Logs go through the kit's subscriber, the same as in production.
-    let cfg = Config::from_map(&HashMap::from([("CRM_LOG_FORMAT".to_owned(), "pretty".to_owned())])).ok()?;
+    let cfg = Config::from_map(&HashMap::from([(
+        "CRM_LOG_FORMAT".to_owned(),
+        "pretty".to_owned(),
+    )]))
+    .ok()?;
     std::mem::forget(crm_kit::telemetry::init("test", &cfg).ok()?);
     Some(())
 }
@@ -36,7 +43,10 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { redis_url: env_or("REDIS_URL", "redis://127.0.0.1:6379"), extra_env: vec![] }
+        Self {
+            redis_url: env_or("REDIS_URL", "redis://127.0.0.1:6379"),
+            extra_env: vec![],
+        }
     }
 }
 
@@ -56,7 +66,10 @@ impl Drop for TestStack {
         let url = self.admin_url.clone();
         // Best effort, off the test's runtime, which is shutting down.
         std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 rt.block_on(async {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     let _ = admin::drop_database(&url).await;
@@ -73,9 +86,14 @@ pub async fn spawn() -> TestStack {
 pub async fn spawn_with(opts: Options) -> TestStack {
     init_tracing();
     let name = format!("gateway_it_{}", Uuid::new_v4().simple());
-    let base_admin = env_or("CRM_DATABASE_ADMIN_URL", "postgres://postgres@127.0.0.1:5432/postgres");
+    let base_admin = env_or(
+        "CRM_DATABASE_ADMIN_URL",
+        "postgres://postgres@127.0.0.1:5432/postgres",
+    );
     let admin_url = admin::with_database(&base_admin, &name).expect("admin url");
-    crm_migrations::migrate_all(&admin_url, "crm_app").await.expect("migrate");
+    crm_migrations::migrate_all(&admin_url, "crm_app")
+        .await
+        .expect("migrate");
     let mut runtime = url::Url::parse(&admin_url).expect("url");
     runtime.set_username("crm_app").expect("user");
     runtime.set_password(None).expect("password");
@@ -92,14 +110,20 @@ pub async fn spawn_with(opts: Options) -> TestStack {
         env.insert((*k).to_owned(), v.clone());
     }
     let config = Config::from_map(&env).expect("config");
-    let db = Db::connect(config.database_url.expose_secret(), 5).await.expect("db");
+    let db = Db::connect(config.database_url.expose_secret(), 5)
+        .await
+        .expect("db");
     db.check_runtime_role().await.expect("runtime role");
     let cache = Cache::connect(&opts.redis_url).await.expect("redis");
     let cancel = CancellationToken::new();
 
     let identity = crm_identity::Application::build(
         &config,
-        crm_identity::Deps { db: db.clone(), cache: cache.clone(), bus: None },
+        crm_identity::Deps {
+            db: db.clone(),
+            cache: cache.clone(),
+            bus: None,
+        },
     )
     .await
     .expect("identity");
@@ -108,15 +132,21 @@ pub async fn spawn_with(opts: Options) -> TestStack {
 
     env.insert("CRM_IDENTITY_URL".into(), format!("http://{identity_addr}"));
     let config = Config::from_map(&env).expect("config");
-    let settings = crm_gateway::GatewaySettings::from_map(&env, &config.identity_url).expect("settings");
-    let gateway = crm_gateway::Application::build(&config, settings, cache).await.expect("gateway");
+    let settings =
+        crm_gateway::GatewaySettings::from_map(&env, &config.identity_url).expect("settings");
+    let gateway = crm_gateway::Application::build(&config, settings, cache)
+        .await
+        .expect("gateway");
     let addr = gateway.addr().expect("addr");
     tokio::spawn(gateway.run_until_stopped(cancel.clone()));
 
     TestStack {
         base: format!("http://{addr}/api/v1"),
         root: format!("http://{addr}"),
-        http: Client::builder().timeout(Duration::from_secs(30)).build().expect("client"),
+        http: Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client"),
         _db: db,
         admin_url,
         cancel,
@@ -162,24 +192,46 @@ impl TestStack {
     }
 
     pub fn post(&self, t: &Tenant, path: &str, body: Value) -> RequestBuilder {
-        self.http.post(self.url(path)).bearer_auth(&t.token).json(&body)
+        self.http
+            .post(self.url(path))
+            .bearer_auth(&t.token)
+            .json(&body)
     }
 
     pub fn patch(&self, t: &Tenant, path: &str, body: Value) -> RequestBuilder {
-        self.http.patch(self.url(path)).bearer_auth(&t.token).json(&body)
+        self.http
+            .patch(self.url(path))
+            .bearer_auth(&t.token)
+            .json(&body)
     }
 }
 
 /// Asserts a problem+json answer with this status and code, and returns its body.
 pub async fn problem(res: Response, status: u16, code: &str) -> Value {
     assert_eq!(res.status().as_u16(), status, "status");
-    let ct = res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
-    assert!(ct.starts_with("application/problem+json"), "content-type {ct}");
-    let rid = res.headers().get("x-request-id").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let ct = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    assert!(
+        ct.starts_with("application/problem+json"),
+        "content-type {ct}"
+    );
+    let rid = res
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let b: Value = res.json().await.expect("problem body");
     assert_eq!(b["code"], code, "{b}");
     assert_eq!(b["status"], status, "{b}");
-    assert_eq!(b["requestId"].as_str(), rid.as_deref(), "requestId matches X-Request-Id");
+    assert_eq!(
+        b["requestId"].as_str(),
+        rid.as_deref(),
+        "requestId matches X-Request-Id"
+    );
     b
 }
 
@@ -187,6 +239,10 @@ pub async fn problem(res: Response, status: u16, code: &str) -> Value {
 pub fn fields(p: &Value) -> Vec<String> {
     p["errors"]
         .as_array()
-        .map(|a| a.iter().filter_map(|e| e["field"].as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| e["field"].as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default()
 }

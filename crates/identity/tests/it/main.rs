@@ -3,6 +3,7 @@
 mod api_clients;
 mod events;
 mod helpers;
+mod idempotency;
 mod login;
 mod ops;
 mod paging;

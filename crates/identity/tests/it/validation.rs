@@ -54,15 +54,15 @@ async fn sign_up_refuses_bad_input_and_creates_no_tenant() {
             },
         ),
         (
-            "tenantName",
+            "tenant_name",
             pb::SignUpRequest {
                 tenant_name: "n".repeat(201),
                 ..sign_up_request(&slug)
             },
         ),
-        ("tenantSlug", sign_up_request("bad_slug!")),
-        ("tenantSlug", sign_up_request("-leading-hyphen")),
-        ("tenantSlug", sign_up_request(&"s".repeat(64))),
+        ("tenant_slug", sign_up_request("bad_slug!")),
+        ("tenant_slug", sign_up_request("-leading-hyphen")),
+        ("tenant_slug", sign_up_request(&"s".repeat(64))),
     ];
     for (field, req) in cases {
         let tried = req.tenant_slug.clone();
@@ -97,7 +97,7 @@ async fn a_taken_slug_conflicts_and_creates_nothing_more() {
         app.client().sign_up(sign_up_request(a.slug())).await,
         Code::AlreadyExists,
     );
-    assert_eq!(fields(&e), ["tenantSlug"]);
+    assert_eq!(fields(&e), ["tenant_slug"]);
     assert_eq!(
         app.admin_count("SELECT count(*) FROM identity.tenants", vec![])
             .await,
@@ -199,7 +199,7 @@ async fn admin_calls_refuse_bad_input_and_write_nothing() {
         .await,
         Code::InvalidArgument,
     );
-    assert_eq!(fields(&e), ["permissions[0].objectType"], "{e:?}");
+    assert_eq!(fields(&e), ["permissions[0].object_type"], "{e:?}");
 
     for update_mask in [None, Some(FieldMask { paths: vec![] })] {
         let e = refused(
