@@ -79,7 +79,7 @@ async fn runtime_db(config: &Config) -> anyhow::Result<Db> {
     Ok(db)
 }
 
-async fn up(config: Config, demo: bool, embedded: bool) -> anyhow::Result<()> {
+async fn up(mut config: Config, demo: bool, embedded: bool) -> anyhow::Result<()> {
     migrate(&config).await?;
     let db = runtime_db(&config).await?;
     let (cache, bus) = if embedded {
@@ -138,10 +138,37 @@ async fn up(config: Config, demo: bool, embedded: bool) -> anyhow::Result<()> {
     if demo {
         seed_demo(identity.identity()).await?;
     }
+    // In one process the gateway reaches identity where it actually listens.
+    let mut identity_addr = identity.grpc_addr()?;
+    if identity_addr.ip().is_unspecified() {
+        identity_addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    config.identity_url = format!("http://{identity_addr}");
+    let settings = crm_gateway::GatewaySettings::from_env(&config.identity_url)?;
+    let gateway = crm_gateway::Application::build(&config, settings, cache.clone()).await?;
+    let gateway_addr = gateway.addr()?;
     let cancel = CancellationToken::new();
     server::cancel_on_signals(cancel.clone());
+    let services = tokio::spawn({
+        let cancel = cancel.clone();
+        async move {
+            let (i, g) = tokio::join!(
+                identity.run_until_stopped(cancel.clone()),
+                gateway.run_until_stopped(cancel.clone())
+            );
+            i.and(g)
+        }
+    });
+    println!("gateway: http://{gateway_addr}/api/v1 (docs: http://{gateway_addr}/api/v1/docs)");
+    if demo {
+        println!(
+            "demo: tenant {DEMO_SLUG:?}, users admin@, manager@, rep@, support@, viewer@demo.example, password {DEMO_PASSWORD:?}\n\
+             log in:\n  curl -s http://{gateway_addr}/api/v1/auth/login -H 'content-type: application/json' \\\n    \
+             -d '{{\"tenantSlug\":\"{DEMO_SLUG}\",\"email\":\"admin@demo.example\",\"password\":\"{DEMO_PASSWORD}\"}}'"
+        );
+    }
     println!("crm is up; Ctrl-C stops it");
-    identity.run_until_stopped(cancel).await
+    services.await?
 }
 
 async fn lapin_probe(url: &str) -> anyhow::Result<()> {
@@ -203,8 +230,5 @@ async fn seed_demo(identity: &crm_identity::Identity) -> anyhow::Result<()> {
         Err(e) if e.code == crm_kit::ErrorCode::Conflict => println!("demo tenant already exists"),
         Err(e) => bail!("cannot create the demo tenant: {e}"),
     }
-    println!(
-        "log in to tenant {DEMO_SLUG:?} as admin@demo.example (or manager@, rep@, support@, viewer@demo.example) with password {DEMO_PASSWORD:?}"
-    );
     Ok(())
 }

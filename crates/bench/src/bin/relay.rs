@@ -1,0 +1,369 @@
+//! Outbox relay throughput with publisher confirms, beside a bare lapin publish loop of the
+//! same messages to the same exchange, confirmed in windows of the relay's batch size.
+//!
+//! `cargo run -p crm-bench --release --bin relay`
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Parser;
+use crm_bench::{RUNTIME_ROLE, Samples, Scratch, machine_line, ms, rate, ratio};
+use crm_bus::{Event, Relay, outbox};
+use crm_kit::{Db, TenantId, admin};
+use futures::future::join_all;
+use lapin::{
+    BasicProperties, Channel, Confirmation, ExchangeKind,
+    options::{
+        BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
+        QueueDeclareOptions, QueuePurgeOptions,
+    },
+    types::{AMQPValue, FieldTable, LongString, ShortString},
+};
+use sea_orm::{ConnectionTrait, Database};
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+const SCHEMA: &str = "bench";
+
+#[derive(Parser, Debug)]
+#[command(about = "Outbox relay throughput beside a bare confirmed publish loop")]
+struct Args {
+    /// Events in the outbox (and messages in each bare loop).
+    #[arg(long, default_value_t = 20_000)]
+    events: usize,
+    /// Rows the relay claims per batch; the bare loop confirms in windows of the same size.
+    #[arg(long, default_value_t = 256)]
+    batch: u32,
+    /// Tenants the events are spread over.
+    #[arg(long, default_value_t = 10)]
+    tenants: usize,
+    /// Events appended per tenant transaction while filling the outbox.
+    #[arg(long, default_value_t = 1_000)]
+    insert_batch: usize,
+    /// Time limit of each measured phase, in seconds.
+    #[arg(long, default_value_t = 120)]
+    max_secs: u64,
+}
+
+/// One message as the relay would publish it.
+struct Message {
+    routing_key: ShortString,
+    body: Vec<u8>,
+    event: Event,
+}
+
+impl Message {
+    /// The relay's properties: content type, persistent, id, type, tenant header, source, time.
+    fn properties(&self) -> BasicProperties {
+        let mut headers = FieldTable::default();
+        headers.insert(
+            "tenantid".into(),
+            AMQPValue::LongString(LongString::from(
+                self.event.tenantid.to_string().into_bytes(),
+            )),
+        );
+        let mut props = BasicProperties::default()
+            .with_content_type("application/cloudevents+json".into())
+            .with_delivery_mode(2)
+            .with_message_id(self.event.id.to_string().into())
+            .with_type(self.routing_key.clone())
+            .with_headers(headers)
+            .with_app_id(self.event.source.as_str().into());
+        if let Ok(ts) = u64::try_from(self.event.time.timestamp()) {
+            props = props.with_timestamp(ts);
+        }
+        props
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    crm_bench::init_tracing();
+    let args = Args::parse();
+    anyhow::ensure!(args.tenants > 0, "--tenants must be at least 1");
+    anyhow::ensure!(args.batch > 0, "--batch must be at least 1");
+    let scratch = Scratch::create("relay").await?;
+    let outcome = tokio::select! {
+        r = run(&scratch, &args) => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    };
+    scratch.cleanup().await;
+    outcome
+}
+
+async fn run(scratch: &Scratch, args: &Args) -> anyhow::Result<()> {
+    // The outbox as a service schema has it: owned by the admin role, appended to by the runtime role.
+    let admin_conn = Database::connect(scratch.admin_url.as_str())
+        .await
+        .context("connecting as admin")?;
+    admin::ensure_runtime_role(&admin_conn, RUNTIME_ROLE).await?;
+    admin_conn
+        .execute_unprepared(&outbox::ddl(SCHEMA, RUNTIME_ROLE))
+        .await
+        .context("creating the outbox")?;
+    admin_conn.close().await?;
+    let db = scratch.runtime_db(8).await?;
+
+    // A queue bound to every routing key, so each message is routed and persisted.
+    let (conn, channel) = scratch.amqp("bench").await?;
+    let exchange = scratch.bus.exchange();
+    channel
+        .exchange_declare(
+            exchange.as_str().into(),
+            ExchangeKind::Topic,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..ExchangeDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .context("declaring the events exchange")?;
+    let queue = scratch.queue("bench.sink");
+    channel
+        .queue_declare(
+            queue.as_str().into(),
+            QueueDeclareOptions::durable(),
+            FieldTable::default(),
+        )
+        .await
+        .context("declaring the sink queue")?;
+    channel
+        .queue_bind(
+            queue.as_str().into(),
+            exchange.as_str().into(),
+            "#".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .context("binding the sink queue")?;
+
+    let mut relay = Relay::new(db.clone(), SCHEMA, scratch.bus.clone()).with_batch_size(args.batch);
+    // Connects to the broker on an empty outbox, so the timed loop does not pay for it.
+    let warm = relay.run_once().await.context("warming the relay up")?;
+    anyhow::ensure!(warm == 0, "the outbox was not empty");
+
+    let messages = messages(args)?;
+    let mean_size = messages.iter().map(|m| m.body.len()).sum::<usize>() / messages.len().max(1);
+    let limit = Duration::from_secs(args.max_secs);
+
+    // Bare loops before and after the relay: the baseline is their mean, drift shows as a gap.
+    let bare_before = bare_publish(scratch, &exchange, &messages, args.batch, limit).await?;
+    drain_check(&channel, &queue, messages.len()).await?;
+
+    let filled = Instant::now();
+    fill_outbox(&db, &messages, args.insert_batch).await?;
+    let fill_secs = filled.elapsed().as_secs_f64();
+
+    let relayed = relay_until_empty(&mut relay, limit).await?;
+    drain_check(&channel, &queue, messages.len()).await?;
+
+    let bare_after = bare_publish(scratch, &exchange, &messages, args.batch, limit).await?;
+    drain_check(&channel, &queue, messages.len()).await?;
+
+    // A cancelled run flushes nothing (the outbox is empty) and closes the relay's connection.
+    relay
+        .run(cancelled())
+        .await
+        .context("stopping the relay")?;
+    let _ = conn.close(200, "bench done".into()).await;
+
+    let before = bare_before.summary();
+    let after = bare_after.summary();
+    let relay_sum = relayed.summary();
+    let baseline = (before.per_sec + after.per_sec) / 2.0;
+    println!("{}", machine_line());
+    println!(
+        "{} events of {mean_size} bytes on average over {} tenants; batch {} rows; outbox filled at {} rows/s",
+        messages.len(),
+        args.tenants,
+        args.batch,
+        rate(messages.len() as f64 / fill_secs),
+    );
+    println!();
+    println!("| path | events | events/s | batch p50 ms | batch p95 ms | batch p99 ms | ÷ bare (mean) |");
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    for (label, s) in [
+        ("baseline: bare confirmed publish, before", before),
+        ("`Relay::run_once` until empty", relay_sum),
+        ("baseline: bare confirmed publish, after", after),
+    ] {
+        println!(
+            "| {label} | {} | {} | {} | {} | {} | {} |",
+            s.items,
+            rate(s.per_sec),
+            ms(s.p50),
+            ms(s.p95),
+            ms(s.p99),
+            ratio(s.per_sec, baseline),
+        );
+    }
+    let r = if baseline > 0.0 {
+        relay_sum.per_sec / baseline
+    } else {
+        0.0
+    };
+    println!();
+    println!(
+        "relay ÷ bare publish = {r:.2} (target ≥ 0.70: {})",
+        if r >= 0.7 { "met" } else { "missed" }
+    );
+    Ok(())
+}
+
+fn cancelled() -> CancellationToken {
+    let token = CancellationToken::new();
+    token.cancel();
+    token
+}
+
+/// Events shaped like a contact update, spread round-robin over the tenants.
+fn messages(args: &Args) -> anyhow::Result<Vec<Message>> {
+    let tenants: Vec<TenantId> = (0..args.tenants).map(|_| TenantId::new()).collect();
+    (0..args.events)
+        .map(|i| {
+            let tenant = tenants[i % tenants.len()];
+            let contact = Uuid::now_v7();
+            let before = json!({
+                "id": contact, "firstName": "Ada", "lastName": "Lovelace",
+                "email": format!("ada{i}@example.com"), "phone": "+44 20 7946 0000",
+                "title": "Analyst", "accountId": Uuid::now_v7(), "ownerId": Uuid::now_v7(),
+                "tags": ["prospect", "newsletter"], "version": 3,
+            });
+            let mut after = before.clone();
+            after["title"] = json!("Head of Analysis");
+            after["version"] = json!(4);
+            let event = Event::new(
+                "accounts-contacts",
+                "contact.updated",
+                tenant,
+                Some(Uuid::now_v7()),
+                "contact",
+                contact,
+                Some(before),
+                Some(after),
+            );
+            let body = serde_json::to_vec(&event).context("serializing an event")?;
+            Ok(Message {
+                routing_key: ShortString::from(event.event_type.as_str()),
+                body,
+                event,
+            })
+        })
+        .collect()
+}
+
+/// Appends every event in its tenant's transactions, `per_tx` at a time.
+async fn fill_outbox(db: &Db, messages: &[Message], per_tx: usize) -> anyhow::Result<()> {
+    let mut by_tenant: std::collections::BTreeMap<TenantId, Vec<&Event>> = Default::default();
+    for m in messages {
+        by_tenant.entry(m.event.tenantid).or_default().push(&m.event);
+    }
+    for (tenant, events) in by_tenant {
+        for chunk in events.chunks(per_tx.max(1)) {
+            let tx = db.tenant_tx(tenant).await.context("tenant transaction")?;
+            for event in chunk {
+                outbox::append(&tx, SCHEMA, event)
+                    .await
+                    .context("appending to the outbox")?;
+            }
+            tx.commit().await.context("committing outbox rows")?;
+        }
+    }
+    Ok(())
+}
+
+/// Times `run_once` calls until the outbox is empty.
+async fn relay_until_empty(relay: &mut Relay, limit: Duration) -> anyhow::Result<Samples> {
+    let mut s = Samples::default();
+    let start = Instant::now();
+    loop {
+        let t = Instant::now();
+        let n = relay.run_once().await.context("relay batch")?;
+        if n == 0 {
+            break;
+        }
+        s.record(t.elapsed(), n as u64);
+        anyhow::ensure!(start.elapsed() < limit, "the relay did not drain within {limit:?}");
+    }
+    s.add_wall(start.elapsed());
+    Ok(s)
+}
+
+/// Publishes every message on a fresh confirm-mode channel, awaiting confirms per window.
+async fn bare_publish(
+    scratch: &Scratch,
+    exchange: &str,
+    messages: &[Message],
+    window: u32,
+    limit: Duration,
+) -> anyhow::Result<Samples> {
+    let (conn, channel) = scratch.amqp("bare").await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await
+        .context("enabling publisher confirms")?;
+    let exchange = ShortString::from(exchange);
+    let mut s = Samples::default();
+    let start = Instant::now();
+    for chunk in messages.chunks(window as usize) {
+        let t = Instant::now();
+        let mut pending = Vec::with_capacity(chunk.len());
+        for m in chunk {
+            let confirm = channel
+                .basic_publish(
+                    exchange.clone(),
+                    m.routing_key.clone(),
+                    BasicPublishOptions {
+                        mandatory: true,
+                        ..BasicPublishOptions::default()
+                    },
+                    &m.body,
+                    m.properties(),
+                )
+                .await
+                .context("publishing")?;
+            pending.push(confirm);
+        }
+        for confirmation in join_all(pending).await {
+            match confirmation.context("awaiting a confirm")? {
+                Confirmation::Ack(None) => {}
+                Confirmation::Ack(Some(_)) => anyhow::bail!("a message was not routed"),
+                Confirmation::Nack(_) => anyhow::bail!("the broker refused a message"),
+                Confirmation::NotRequested => anyhow::bail!("confirms are not enabled"),
+            }
+        }
+        s.record(t.elapsed(), chunk.len() as u64);
+        anyhow::ensure!(start.elapsed() < limit, "the bare loop did not finish within {limit:?}");
+    }
+    s.add_wall(start.elapsed());
+    let _ = conn.close(200, "bare loop done".into()).await;
+    Ok(s)
+}
+
+/// Checks that every message reached the queue, then empties it for the next phase.
+async fn drain_check(channel: &Channel, queue: &str, expected: usize) -> anyhow::Result<()> {
+    let ready = channel
+        .queue_declare(
+            queue.into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .context("inspecting the sink queue")?
+        .message_count();
+    channel
+        .queue_purge(queue.into(), QueuePurgeOptions::default())
+        .await
+        .context("purging the sink queue")?;
+    anyhow::ensure!(
+        ready as usize == expected,
+        "the sink queue held {ready} messages, expected {expected}"
+    );
+    Ok(())
+}
