@@ -532,13 +532,18 @@ impl Identity {
         })
     }
 
-    fn page(
+    /// One page of a list: the read permission, the page token (bound to tenant and query),
+    /// a keyset query in a tenant transaction, and the token of the next page.
+    async fn list_page<T>(
         &self,
         caller: &Caller,
-        query: &str,
+        (object_type, query): (&str, &str),
         token: &str,
         size: i32,
-    ) -> ApiResult<(Option<Uuid>, u64)> {
+        fetch: impl AsyncFnOnce(&TenantTx, Option<Uuid>, u64) -> Result<Vec<T>, sea_orm::DbErr>,
+        id: impl Fn(&T) -> Uuid,
+    ) -> ApiResult<(Vec<T>, String)> {
+        self.require(caller, object_type, "read").await?;
         let size = page_size(size, "page_size")?;
         let after = self
             .inner
@@ -547,29 +552,40 @@ impl Identity {
             .map(|s| Uuid::parse_str(&s))
             .transpose()
             .map_err(|_| ApiError::new(ErrorCode::InvalidCursor, "page_token: malformed cursor"))?;
-        Ok((after, size))
-    }
-
-    fn next_token<T>(
-        &self,
-        caller: &Caller,
-        query: &str,
-        rows: &mut Vec<T>,
-        size: u64,
-        id: impl Fn(&T) -> Uuid,
-    ) -> String {
+        let tx = self.tx(caller.tenant).await?;
+        let mut rows = fetch(&tx, after, size + 1).await?;
+        tx.commit().await?;
+        let mut next = String::new();
         if rows.len() as u64 > size {
             rows.truncate(size as usize);
-            rows.last()
-                .map(|r| {
-                    self.inner
-                        .pages
-                        .encode(caller.tenant, query, &id(r).to_string())
-                })
-                .unwrap_or_default()
-        } else {
-            String::new()
+            if let Some(last) = rows.last() {
+                next = self
+                    .inner
+                    .pages
+                    .encode(caller.tenant, query, &id(last).to_string());
+            }
         }
+        Ok((rows, next))
+    }
+
+    /// One record by id after the read permission; unknown, foreign and malformed ids alike
+    /// are "not found".
+    async fn get_row<T>(
+        &self,
+        caller: &Caller,
+        object_type: &str,
+        what: &str,
+        id: &str,
+        fetch: impl AsyncFnOnce(&TenantTx, Uuid) -> Result<Option<T>, sea_orm::DbErr>,
+    ) -> ApiResult<T> {
+        self.require(caller, object_type, "read").await?;
+        let id = path_id(what, id)?;
+        let tx = self.tx(caller.tenant).await?;
+        let row = fetch(&tx, id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(what))?;
+        tx.commit().await?;
+        Ok(row)
     }
 
     // ---- operations -------------------------------------------------------------------
@@ -1004,12 +1020,16 @@ impl Identity {
         caller: &Caller,
         r: pb::ListUsersRequest,
     ) -> ApiResult<pb::ListUsersResponse> {
-        self.require(caller, "user", "read").await?;
-        let (after, size) = self.page(caller, "users", &r.page_token, r.page_size)?;
-        let tx = self.tx(caller.tenant).await?;
-        let mut rows = store::list_users(&tx, after, size + 1).await?;
-        tx.commit().await?;
-        let next = self.next_token(caller, "users", &mut rows, size, |u| u.id);
+        let (rows, next) = self
+            .list_page(
+                caller,
+                ("user", "users"),
+                &r.page_token,
+                r.page_size,
+                async |tx, after, n| store::list_users(tx, after, n).await,
+                |u| u.id,
+            )
+            .await?;
         Ok(pb::ListUsersResponse {
             users: rows.iter().map(user_pb).collect(),
             next_page_token: next,
@@ -1017,13 +1037,11 @@ impl Identity {
     }
 
     pub async fn get_user(&self, caller: &Caller, id: &str) -> ApiResult<pb::User> {
-        self.require(caller, "user", "read").await?;
-        let id = path_id("user", id)?;
-        let tx = self.tx(caller.tenant).await?;
-        let u = store::user_by_id(&tx, id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("user"))?;
-        tx.commit().await?;
+        let u = self
+            .get_row(caller, "user", "user", id, async |tx, id| {
+                store::user_by_id(tx, id).await
+            })
+            .await?;
         Ok(user_pb(&u))
     }
 
@@ -1285,12 +1303,16 @@ impl Identity {
         caller: &Caller,
         r: pb::ListTeamsRequest,
     ) -> ApiResult<pb::ListTeamsResponse> {
-        self.require(caller, "team", "read").await?;
-        let (after, size) = self.page(caller, "teams", &r.page_token, r.page_size)?;
-        let tx = self.tx(caller.tenant).await?;
-        let mut rows = store::list_teams(&tx, after, size + 1).await?;
-        tx.commit().await?;
-        let next = self.next_token(caller, "teams", &mut rows, size, |t| t.id);
+        let (rows, next) = self
+            .list_page(
+                caller,
+                ("team", "teams"),
+                &r.page_token,
+                r.page_size,
+                async |tx, after, n| store::list_teams(tx, after, n).await,
+                |t| t.id,
+            )
+            .await?;
         Ok(pb::ListTeamsResponse {
             teams: rows.iter().map(team_pb).collect(),
             next_page_token: next,
@@ -1298,13 +1320,11 @@ impl Identity {
     }
 
     pub async fn get_team(&self, caller: &Caller, id: &str) -> ApiResult<pb::Team> {
-        self.require(caller, "team", "read").await?;
-        let id = path_id("team", id)?;
-        let tx = self.tx(caller.tenant).await?;
-        let t = store::team_by_id(&tx, id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("team"))?;
-        tx.commit().await?;
+        let t = self
+            .get_row(caller, "team", "team", id, async |tx, id| {
+                store::team_by_id(tx, id).await
+            })
+            .await?;
         Ok(team_pb(&t))
     }
 
@@ -1421,12 +1441,16 @@ impl Identity {
         caller: &Caller,
         r: pb::ListRolesRequest,
     ) -> ApiResult<pb::ListRolesResponse> {
-        self.require(caller, "role", "read").await?;
-        let (after, size) = self.page(caller, "roles", &r.page_token, r.page_size)?;
-        let tx = self.tx(caller.tenant).await?;
-        let mut rows = store::list_roles(&tx, after, size + 1).await?;
-        tx.commit().await?;
-        let next = self.next_token(caller, "roles", &mut rows, size, |r| r.id);
+        let (rows, next) = self
+            .list_page(
+                caller,
+                ("role", "roles"),
+                &r.page_token,
+                r.page_size,
+                async |tx, after, n| store::list_roles(tx, after, n).await,
+                |r| r.id,
+            )
+            .await?;
         Ok(pb::ListRolesResponse {
             roles: rows.iter().map(role_pb).collect(),
             next_page_token: next,
@@ -1434,13 +1458,11 @@ impl Identity {
     }
 
     pub async fn get_role(&self, caller: &Caller, id: &str) -> ApiResult<pb::Role> {
-        self.require(caller, "role", "read").await?;
-        let id = path_id("role", id)?;
-        let tx = self.tx(caller.tenant).await?;
-        let r = store::role_by_id(&tx, id)
-            .await?
-            .ok_or_else(|| ApiError::not_found("role"))?;
-        tx.commit().await?;
+        let r = self
+            .get_row(caller, "role", "role", id, async |tx, id| {
+                store::role_by_id(tx, id).await
+            })
+            .await?;
         Ok(role_pb(&r))
     }
 
@@ -1659,12 +1681,16 @@ impl Identity {
         caller: &Caller,
         r: pb::ListApiClientsRequest,
     ) -> ApiResult<pb::ListApiClientsResponse> {
-        self.require(caller, "api_client", "read").await?;
-        let (after, size) = self.page(caller, "api_clients", &r.page_token, r.page_size)?;
-        let tx = self.tx(caller.tenant).await?;
-        let mut rows = store::list_api_clients(&tx, after, size + 1).await?;
-        tx.commit().await?;
-        let next = self.next_token(caller, "api_clients", &mut rows, size, |c| c.id);
+        let (rows, next) = self
+            .list_page(
+                caller,
+                ("api_client", "api_clients"),
+                &r.page_token,
+                r.page_size,
+                async |tx, after, n| store::list_api_clients(tx, after, n).await,
+                |c| c.id,
+            )
+            .await?;
         Ok(pb::ListApiClientsResponse {
             api_clients: rows.iter().map(client_pb).collect(),
             next_page_token: next,
@@ -1762,17 +1788,21 @@ impl Identity {
         caller: &Caller,
         r: pb::ListSecurityEventsRequest,
     ) -> ApiResult<pb::ListSecurityEventsResponse> {
-        self.require(caller, "security_event", "read").await?;
         if r.kind.len() > 100 {
             return Err(ApiError::invalid("kind", "must be at most 100 characters"));
         }
         let query = format!("security_events:{}", r.kind);
-        let (before, size) = self.page(caller, &query, &r.page_token, r.page_size)?;
-        let tx = self.tx(caller.tenant).await?;
         let kind = (!r.kind.is_empty()).then_some(r.kind.as_str());
-        let mut rows = store::list_security_events(&tx, kind, before, size + 1).await?;
-        tx.commit().await?;
-        let next = self.next_token(caller, &query, &mut rows, size, |e| e.id);
+        let (rows, next) = self
+            .list_page(
+                caller,
+                ("security_event", &query),
+                &r.page_token,
+                r.page_size,
+                async |tx, before, n| store::list_security_events(tx, kind, before, n).await,
+                |e| e.id,
+            )
+            .await?;
         Ok(pb::ListSecurityEventsResponse {
             security_events: rows
                 .iter()

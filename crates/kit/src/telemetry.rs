@@ -170,3 +170,40 @@ pub fn inject_context<T>(req: &mut tonic::Request<T>) {
         p.inject_context(&cx, &mut MetadataInjector(req.metadata_mut()))
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::trace::TracerProvider as _;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    #[test]
+    fn a_callers_traceparent_continues_into_outgoing_grpc_metadata() {
+        global::set_text_map_propagator(TraceContextPropagator::new());
+        let provider = SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        tracing::subscriber::with_default(subscriber, || {
+            let trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+            let mut headers = http::HeaderMap::new();
+            headers.insert(
+                "traceparent",
+                format!("00-{trace_id}-00f067aa0ba902b7-01")
+                    .parse()
+                    .unwrap(),
+            );
+            let span = server_span(&headers, "http", "/api/v1/me");
+            let _entered = span.enter();
+            assert_eq!(current_trace_id().as_deref(), Some(trace_id));
+            let mut req = tonic::Request::new(());
+            inject_context(&mut req);
+            let sent = req.metadata().get("traceparent").unwrap().to_str().unwrap();
+            assert!(sent.starts_with(&format!("00-{trace_id}-")), "{sent}");
+            assert!(
+                !sent.contains("00f067aa0ba902b7"),
+                "a new span id of this hop: {sent}"
+            );
+        });
+    }
+}
