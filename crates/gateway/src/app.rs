@@ -32,7 +32,7 @@ use utoipa_axum::{router::OpenApiRouter, routes};
 use crate::{
     backends::Backends,
     config::GatewaySettings,
-    error::render_problems,
+    error::{OwnErrorFormat, render_problems},
     middleware::{Idempotency, RateLimiter, authenticate, client_address, idempotency, rate_limit},
     routes::identity,
 };
@@ -134,12 +134,18 @@ async fn livez() -> &'static str {
 /// Readiness: Redis and identity answer.
 #[utoipa::path(get, path = "/readyz", tag = "meta", responses(
     (status = 200, description = "Ready", content_type = "text/plain", body = String),
-    (status = 503, description = "A dependency is down", content_type = "text/plain", body = String)))]
+    (status = 503, description = "A dependency is down, one line each", content_type = "text/plain", body = String)))]
 async fn readyz(State(s): State<AppState>) -> Response {
+    let not_ready = |text: String| {
+        let mut res = (StatusCode::SERVICE_UNAVAILABLE, text).into_response();
+        // The probe's plain-text answer, as documented; not turned into problem+json.
+        res.extensions_mut().insert(OwnErrorFormat);
+        res
+    };
     let mut failures = s.readiness.check().await;
     let mut cell = match s.backends.cell(None) {
         Ok(c) => c.identity.clone(),
-        Err(_) => return (StatusCode::SERVICE_UNAVAILABLE, "no default cell").into_response(),
+        Err(_) => return not_ready("no default cell".to_owned()),
     };
     let probe = tokio::time::timeout(
         Duration::from_secs(2),
@@ -152,7 +158,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
     if failures.is_empty() {
         (StatusCode::OK, "ok".to_owned()).into_response()
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, failures.join("\n")).into_response()
+        not_ready(failures.join("\n"))
     }
 }
 

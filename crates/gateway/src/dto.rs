@@ -27,6 +27,8 @@ pub struct Problem {
     pub detail: String,
     /// Stable reason: VALIDATION_FAILED, NOT_FOUND, UNAUTHENTICATED, ...
     pub code: String,
+    /// The X-Request-Id of the request.
+    #[schema(required = true)]
     pub request_id: Option<String>,
     pub errors: Vec<ProblemField>,
 }
@@ -62,6 +64,7 @@ impl IntoResponses for StdErrors {
             ("429", "Rate limit exceeded; see Retry-After"),
             ("500", "Internal error"),
             ("503", "A dependency is unavailable"),
+            ("504", "The request took too long"),
         ]
         .into_iter()
         .map(|(code, desc)| {
@@ -88,6 +91,7 @@ impl IntoResponses for StdErrors {
 #[into_params(parameter_in = Query)]
 pub struct ListParams {
     /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// Opaque cursor from the previous page's `nextCursor`.
     pub cursor: Option<String>,

@@ -97,15 +97,14 @@ pub fn render(res: Response, request_id: Option<&str>) -> Response {
     Response::from_parts(parts, axum::body::Body::from(body))
 }
 
-/// Responses that follow another error format on purpose (OAuth 2.0 token errors).
+/// Responses that follow another error format on purpose (OAuth 2.0 token errors, the plain
+/// text of the health probes).
 fn keeps_own_body(res: &Response) -> bool {
-    res.headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
+    res.headers().contains_key(header::CONTENT_TYPE)
         && res.extensions().get::<OwnErrorFormat>().is_some()
 }
 
-/// Set on responses whose error body is already in its final format.
+/// Set on responses whose error body is already in its final format, as documented for the route.
 #[derive(Clone, Copy, Debug)]
 pub struct OwnErrorFormat;
 
@@ -189,15 +188,61 @@ fn clean(message: &str) -> String {
 /// Parses JSON, naming the field of the first error.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let message = clean(&inner.to_string());
-        if inner.is_syntax() || inner.is_eof() {
-            return ApiError::invalid("body", format!("malformed JSON: {message}"));
+    serde_path_to_error::deserialize(de)
+        .map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let message = clean(&inner.to_string());
+            if inner.is_syntax() || inner.is_eof() {
+                return ApiError::invalid("body", format!("malformed JSON: {message}"));
+            }
+            ApiError::invalid(field_of(&path, &message), message)
+        })
+        .and_then(|v| {
+            // A NUL can only arrive escaped, so most bodies skip the second parse.
+            if bytes.windows(6).any(|w| w == b"\\u0000")
+                && let Ok(doc) = serde_json::from_slice::<serde_json::Value>(bytes)
+                && let Some(field) = nul_field(&doc, String::new())
+            {
+                return Err(ApiError::invalid(field, NUL_MESSAGE));
+            }
+            Ok(v)
+        })
+}
+
+/// Why text with U+0000 is refused: no partner means it, and PostgreSQL cannot store it.
+const NUL_MESSAGE: &str = "must not contain NUL (U+0000) characters";
+
+/// The path of the first string (or object key) holding U+0000, in the notation of
+/// serde errors (`permissions[0].objectType`); `body` for the top level.
+fn nul_field(v: &serde_json::Value, path: String) -> Option<String> {
+    let here = || {
+        if path.is_empty() {
+            "body".to_owned()
+        } else {
+            path.clone()
         }
-        ApiError::invalid(field_of(&path, &message), message)
-    })
+    };
+    match v {
+        serde_json::Value::String(s) if s.contains('\0') => Some(here()),
+        serde_json::Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, item)| nul_field(item, format!("{path}[{i}]"))),
+        serde_json::Value::Object(map) => map.iter().find_map(|(k, item)| {
+            let child = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            if k.contains('\0') {
+                Some(here())
+            } else {
+                nul_field(item, child)
+            }
+        }),
+        _ => None,
+    }
 }
 
 /// A JSON body: `application/json` required, every error names its field.
@@ -259,13 +304,22 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
         let q = parts.uri.query().unwrap_or("");
         let de = serde_urlencoded::Deserializer::new(form_urlencoded_parse(q));
-        serde_path_to_error::deserialize(de)
-            .map(Query)
-            .map_err(|e| {
-                let path = e.path().to_string();
-                let message = clean(&e.into_inner().to_string());
-                ApiError::invalid(field_of(&path, &message), message).into()
-            })
+        let value = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let message = clean(&e.into_inner().to_string());
+            GwError::from(ApiError::invalid(field_of(&path, &message), message))
+        })?;
+        if let Some((name, _)) =
+            form_urlencoded_parse(q).find(|(k, v)| k.contains('\0') || v.contains('\0'))
+        {
+            let field = if name.contains('\0') {
+                "query".to_owned()
+            } else {
+                name.into_owned()
+            };
+            return Err(ApiError::invalid(field, NUL_MESSAGE).into());
+        }
+        Ok(Query(value))
     }
 }
 
@@ -296,5 +350,66 @@ mod tests {
         let e = parse_json::<Body>(br#"{"tenantSlug": "#).unwrap_err();
         assert_eq!(e.fields[0].field, "body");
         assert!(e.message.contains("malformed JSON"));
+    }
+
+    #[test]
+    fn nul_characters_are_refused_by_field() {
+        let e = parse_json::<Body>(br#"{"tenantSlug": "a\u0000b"}"#).unwrap_err();
+        assert_eq!(e.fields[0].field, "tenantSlug");
+        assert_eq!(e.code, ErrorCode::ValidationFailed);
+        // An escaped backslash followed by "u0000" is ordinary text.
+        assert!(parse_json::<Body>(br#"{"tenantSlug": "a\\u0000b"}"#).is_ok());
+        let doc = serde_json::json!({"permissions": [{"scope": "all"}, {"objectType": "a\0"}]});
+        assert_eq!(
+            nul_field(&doc, String::new()).as_deref(),
+            Some("permissions[1].objectType")
+        );
+        assert_eq!(
+            nul_field(&serde_json::json!("\0"), String::new()).as_deref(),
+            Some("body")
+        );
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Params {
+        kind: Option<String>,
+    }
+
+    async fn query(uri: &str) -> Result<Params, GwError> {
+        let (mut parts, ()) = axum::http::Request::builder()
+            .uri(uri)
+            .body(())
+            .unwrap()
+            .into_parts();
+        Query::<Params>::from_request_parts(&mut parts, &())
+            .await
+            .map(|q| q.0)
+    }
+
+    #[tokio::test]
+    async fn nul_characters_in_queries_name_the_parameter() {
+        let e = query("/x?kind=a%00b").await.unwrap_err();
+        assert_eq!(e.0.code, ErrorCode::ValidationFailed);
+        assert_eq!(e.0.fields[0].field, "kind");
+        assert!(query("/x?kind=login.failed").await.is_ok());
+    }
+
+    #[test]
+    fn marked_responses_keep_their_own_error_body() {
+        let mut own = (StatusCode::SERVICE_UNAVAILABLE, "redis: down").into_response();
+        own.extensions_mut().insert(OwnErrorFormat);
+        let own = render(own, None);
+        assert!(
+            own.headers()[header::CONTENT_TYPE]
+                .as_bytes()
+                .starts_with(b"text/plain")
+        );
+        let bare = render(
+            (StatusCode::SERVICE_UNAVAILABLE, "redis: down").into_response(),
+            None,
+        );
+        assert_eq!(bare.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
     }
 }

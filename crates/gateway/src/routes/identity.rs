@@ -26,12 +26,32 @@ use crate::{
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct SignupRequest {
+    /// 1 to 200 characters, not only spaces.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"\S",
+        example = "Acme Inc."
+    )]
     pub tenant_name: String,
     /// Lowercase letters, digits and hyphens; identifies the tenant at login.
+    #[schema(
+        max_length = 63,
+        pattern = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$",
+        example = "acme"
+    )]
     pub tenant_slug: String,
+    #[schema(format = Email, max_length = 254, example = "admin@acme.example")]
     pub email: String,
-    /// At least 12 characters.
+    /// 12 to 1024 characters.
+    #[schema(
+        min_length = 12,
+        max_length = 1024,
+        example = "correct horse battery staple"
+    )]
     pub password: String,
+    /// At most 200 characters.
+    #[schema(max_length = 200, example = "Ada Admin")]
     pub name: Option<String>,
 }
 
@@ -67,8 +87,15 @@ pub struct SignupResponse {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct LoginRequest {
+    #[schema(min_length = 1, max_length = 63, example = "acme")]
     pub tenant_slug: String,
+    #[schema(min_length = 1, max_length = 254, example = "admin@acme.example")]
     pub email: String,
+    #[schema(
+        min_length = 1,
+        max_length = 1024,
+        example = "correct horse battery staple"
+    )]
     pub password: String,
 }
 
@@ -84,6 +111,8 @@ pub struct TokenPair {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RefreshRequest {
+    /// The refresh token of the last token pair.
+    #[schema(min_length = 1)]
     pub refresh_token: String,
 }
 
@@ -102,13 +131,28 @@ pub struct OAuthError {
     pub error_description: String,
 }
 
-/// Form fields of the client credentials grant.
-#[derive(Deserialize, ToSchema)]
+/// The one grant the token endpoint supports.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum GrantType {
+    ClientCredentials,
+}
+
+/// Form fields of the client credentials grant. The client may authenticate with HTTP Basic
+/// instead of `client_id` and `client_secret` (RFC 6749 §2.3.1).
+#[derive(ToSchema)]
+#[allow(dead_code)]
 pub struct TokenForm {
-    pub grant_type: Option<String>,
-    pub client_id: Option<String>,
-    pub client_secret: Option<String>,
-    pub scope: Option<String>,
+    #[schema(value_type = GrantType)]
+    pub grant_type: String,
+    #[schema(required = false)]
+    pub client_id: String,
+    #[schema(required = false)]
+    pub client_secret: String,
+    /// Ignored: a client token carries the role of its client.
+    #[schema(required = false)]
+    pub scope: String,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -123,7 +167,11 @@ pub struct User {
     pub locale: String,
     pub disabled: bool,
     pub version: i64,
+    /// RFC 3339 UTC.
+    #[schema(required = true, format = DateTime)]
     pub created_at: Option<String>,
+    /// RFC 3339 UTC.
+    #[schema(required = true, format = DateTime)]
     pub updated_at: Option<String>,
 }
 
@@ -143,19 +191,54 @@ pub struct MeUser {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Permission {
     /// account, contact, opportunity, lead, ticket, activity, user, team, role, ...
+    #[schema(example = "contact")]
     pub object_type: String,
-    /// read, create, update, delete or export.
+    #[schema(value_type = Action)]
     pub action: String,
-    /// own, team or all.
+    #[schema(value_type = Scope)]
     pub scope: String,
+}
+
+/// What a grant allows.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum Action {
+    Read,
+    Create,
+    Update,
+    Delete,
+    Export,
+}
+
+/// How far a grant reaches: the caller's own records, their teams' records, or all.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum Scope {
+    Own,
+    Team,
+    All,
+}
+
+/// What a field rule does to a field.
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum Access {
+    Hidden,
+    ReadOnly,
 }
 
 #[derive(Serialize, Deserialize, ToSchema, Clone)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct FieldRule {
+    #[schema(example = "contact")]
     pub object_type: String,
+    /// 1 to 100 characters.
+    #[schema(min_length = 1, max_length = 100, example = "phone")]
     pub field: String,
-    /// hidden or read_only.
+    #[schema(value_type = Access)]
     pub access: String,
 }
 
@@ -172,6 +255,7 @@ pub struct EffectivePermissions {
 #[serde(rename_all = "camelCase")]
 pub struct Me {
     /// Null when the caller is an API client.
+    #[schema(required = true)]
     pub user: Option<MeUser>,
     pub tenant: Tenant,
     pub permissions: EffectivePermissions,
@@ -180,24 +264,62 @@ pub struct Me {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateUserRequest {
+    #[schema(format = Email, max_length = 254, example = "rep@acme.example")]
     pub email: String,
+    /// At most 200 characters.
+    #[schema(max_length = 200, example = "Riley Rep")]
     pub name: Option<String>,
     /// A role key: admin, sales_manager, sales_rep, support_agent, read_only or a custom one.
+    #[schema(min_length = 1, example = "sales_rep")]
     pub role: String,
-    /// Optional; a user without one cannot log in until it is set.
+    /// Optional; a user without one cannot log in until it is set. 12 to 1024 characters.
+    #[schema(min_length = 12, max_length = 1024)]
     pub password: Option<String>,
+    /// IANA time zone name (default UTC).
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[A-Za-z0-9/_+-]+$",
+        example = "Europe/Paris"
+    )]
     pub timezone: Option<String>,
+    /// BCP 47 language tag (default en).
+    #[schema(
+        min_length = 1,
+        max_length = 35,
+        pattern = r"^[A-Za-z0-9_-]+$",
+        example = "en-GB"
+    )]
     pub locale: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct UpdateUserRequest {
+    /// At most 200 characters.
+    #[schema(max_length = 200)]
     pub name: Option<String>,
+    /// A role key; nobody can change their own role.
+    #[schema(min_length = 1, example = "sales_manager")]
     pub role: Option<String>,
+    /// 12 to 1024 characters; revokes the user's refresh tokens.
+    #[schema(min_length = 12, max_length = 1024)]
     pub password: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 64,
+        pattern = r"^[A-Za-z0-9/_+-]+$",
+        example = "Europe/Paris"
+    )]
     pub timezone: Option<String>,
+    #[schema(
+        min_length = 1,
+        max_length = 35,
+        pattern = r"^[A-Za-z0-9_-]+$",
+        example = "en-GB"
+    )]
     pub locale: Option<String>,
+    /// Nobody can disable themselves.
     pub disabled: Option<bool>,
 }
 
@@ -208,13 +330,24 @@ pub struct Team {
     pub name: String,
     pub member_user_ids: Vec<String>,
     pub version: i64,
+    /// RFC 3339 UTC.
+    #[schema(required = true, format = DateTime)]
     pub created_at: Option<String>,
+    /// RFC 3339 UTC.
+    #[schema(required = true, format = DateTime)]
     pub updated_at: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateTeamRequest {
+    /// 1 to 200 characters, not only spaces.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"\S",
+        example = "EMEA sales"
+    )]
     pub name: String,
 }
 
@@ -229,26 +362,53 @@ pub struct Role {
     pub permissions: Vec<Permission>,
     pub field_rules: Vec<FieldRule>,
     pub version: i64,
+    /// RFC 3339 UTC.
+    #[schema(required = true, format = DateTime)]
     pub created_at: Option<String>,
+    /// RFC 3339 UTC.
+    #[schema(required = true, format = DateTime)]
     pub updated_at: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateRoleRequest {
+    /// 2 to 63 lowercase letters, digits or underscores, starting with a letter.
+    #[schema(pattern = r"^[a-z][a-z0-9_]{1,62}$", example = "deal_desk")]
     pub key: String,
+    /// 1 to 200 characters, not only spaces.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"\S",
+        example = "Deal desk"
+    )]
     pub name: String,
+    /// At most 1000 characters.
+    #[schema(max_length = 1000)]
     pub description: Option<String>,
+    /// At most 500 grants.
+    #[schema(max_items = 500)]
     pub permissions: Vec<Permission>,
+    /// At most 500 rules.
+    #[schema(max_items = 500)]
     pub field_rules: Option<Vec<FieldRule>>,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct UpdateRoleRequest {
+    /// 1 to 200 characters, not only spaces.
+    #[schema(min_length = 1, max_length = 200, pattern = r"\S")]
     pub name: Option<String>,
+    /// At most 1000 characters.
+    #[schema(max_length = 1000)]
     pub description: Option<String>,
+    /// Replaces every grant; the admin role's cannot change. At most 500.
+    #[schema(max_items = 500)]
     pub permissions: Option<Vec<Permission>>,
+    /// Replaces every rule; the admin role's cannot change. At most 500.
+    #[schema(max_items = 500)]
     pub field_rules: Option<Vec<FieldRule>>,
 }
 
@@ -259,14 +419,27 @@ pub struct ApiClient {
     pub name: String,
     pub client_id: String,
     pub role: String,
+    /// RFC 3339 UTC.
+    #[schema(required = true, format = DateTime)]
     pub created_at: Option<String>,
+    /// RFC 3339 UTC.
+    #[schema(required = true, format = DateTime)]
     pub last_used_at: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CreateApiClientRequest {
+    /// 1 to 200 characters, not only spaces.
+    #[schema(
+        min_length = 1,
+        max_length = 200,
+        pattern = r"\S",
+        example = "ERP sync"
+    )]
     pub name: String,
+    /// The role key whose permissions the client gets.
+    #[schema(min_length = 1, example = "read_only")]
     pub role: String,
 }
 
@@ -279,6 +452,8 @@ pub struct CreatedApiClient {
     /// Shown once; store it now.
     pub client_secret: String,
     pub role: String,
+    /// RFC 3339 UTC.
+    #[schema(required = true, format = DateTime)]
     pub created_at: Option<String>,
 }
 
@@ -292,6 +467,8 @@ pub struct SecurityEvent {
     pub subject_id: Option<String>,
     pub client_address: Option<String>,
     pub detail: serde_json::Value,
+    /// RFC 3339 UTC.
+    #[schema(required = true, format = DateTime)]
     pub occurred_at: Option<String>,
 }
 
@@ -302,6 +479,7 @@ macro_rules! page {
         pub struct $name {
             pub items: Vec<$item>,
             /// Null on the last page.
+            #[schema(required = true)]
             pub next_cursor: Option<String>,
         }
     };
@@ -317,10 +495,12 @@ page!(SecurityEventPage, SecurityEvent);
 #[into_params(parameter_in = Query)]
 pub struct SecurityEventParams {
     /// Page size, 1 to 200 (default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
     /// Opaque cursor from the previous page.
     pub cursor: Option<String>,
-    /// Only events of this kind.
+    /// Only events of this kind, e.g. login.failed; at most 100 characters.
+    #[param(max_length = 100)]
     pub kind: Option<String>,
 }
 
@@ -484,7 +664,7 @@ fn tokens(t: Option<pb::TokenPair>) -> TokenPair {
     }
 }
 
-fn missing<T>(what: &str) -> impl FnOnce() -> GwError + '_ {
+fn missing(what: &str) -> impl FnOnce() -> GwError + '_ {
     move || {
         GwError(ApiError::internal(format!(
             "backend answered without {what}"
@@ -549,7 +729,7 @@ fn no_store(mut res: Response) -> Response {
 
 /// Creates a tenant and its first user, an admin.
 #[utoipa::path(post, path = "/auth/signup", tag = "auth", request_body = SignupRequest,
-    responses((status = 201, description = "Tenant created; the user is logged in", body = SignupResponse), StdErrors))]
+    responses((status = 201, description = "Tenant created; the user is logged in", body = SignupResponse, headers(("Location" = String, description = "URL of the new user"))), StdErrors))]
 async fn signup(
     State(s): State<AppState>,
     ctx: Ctx,
@@ -569,7 +749,7 @@ async fn signup(
         ))
         .await?
         .into_inner();
-    let u = r.user.ok_or_else(missing::<()>("user"))?;
+    let u = r.user.ok_or_else(missing("user"))?;
     let t = tokens(r.tokens);
     let body = SignupResponse {
         tenant: tenant(r.tenant),
@@ -592,7 +772,7 @@ async fn signup(
 
 /// Exchanges credentials for tokens; a wrong e-mail and a wrong password give the same 401.
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest,
-    responses((status = 200, body = TokenPair), StdErrors))]
+    responses((status = 200, description = "Logged in", body = TokenPair), StdErrors))]
 async fn login(
     State(s): State<AppState>,
     ctx: Ctx,
@@ -616,7 +796,7 @@ async fn login(
 
 /// Rotates a refresh token. A rotated token used again is refused and revokes its family.
 #[utoipa::path(post, path = "/auth/refresh", tag = "auth", request_body = RefreshRequest,
-    responses((status = 200, body = TokenPair), StdErrors))]
+    responses((status = 200, description = "A new token pair", body = TokenPair), StdErrors))]
 async fn refresh(
     State(s): State<AppState>,
     ctx: Ctx,
@@ -671,11 +851,14 @@ fn oauth_error(status: StatusCode, error: &str, description: &str) -> Response {
 #[utoipa::path(post, path = "/oauth/token", tag = "auth",
     request_body(content = TokenForm, content_type = "application/x-www-form-urlencoded"),
     responses(
-        (status = 200, body = OAuthToken),
+        (status = 200, description = "Access token", body = OAuthToken),
         (status = 400, description = "invalid_request or unsupported_grant_type", body = OAuthError),
         (status = 401, description = "invalid_client", body = OAuthError),
+        (status = 413, description = "Body too large", body = crate::dto::Problem, content_type = "application/problem+json"),
         (status = 429, description = "Rate limit exceeded", body = crate::dto::Problem, content_type = "application/problem+json"),
-        (status = 500, description = "Internal error", body = crate::dto::Problem, content_type = "application/problem+json")))]
+        (status = 500, description = "Internal error", body = crate::dto::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "A dependency is unavailable", body = crate::dto::Problem, content_type = "application/problem+json"),
+        (status = 504, description = "The request took too long", body = crate::dto::Problem, content_type = "application/problem+json")))]
 async fn oauth_token(
     State(s): State<AppState>,
     ctx: Ctx,
@@ -707,6 +890,21 @@ async fn oauth_token(
             "malformed form body",
         );
     };
+    if let Some((k, _)) = form
+        .iter()
+        .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+    {
+        let what = if k.contains('\0') {
+            "a parameter name"
+        } else {
+            k.as_str()
+        };
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            &format!("{what} must not contain NUL characters"),
+        );
+    }
     let get = |k: &str| {
         let mut it = form.iter().filter(|(name, _)| name == k);
         match (it.next(), it.next()) {
@@ -771,6 +969,14 @@ async fn oauth_token(
             );
         }
     };
+    if id.contains('\0') || secret.contains('\0') {
+        // Only HTTP Basic credentials can still hold one; no client is named like that.
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "client authentication failed",
+        );
+    }
     let mut cell = match s.backends.cell(None) {
         Ok(c) => c.identity.clone(),
         Err(e) => return e.into_response(),
@@ -840,7 +1046,7 @@ pub async fn jwks(State(s): State<AppState>, ctx: Ctx) -> GwResult<Response> {
 
 /// The caller, their tenant and effective permissions.
 #[utoipa::path(get, path = "/me", tag = "identity", security(("bearer" = [])),
-    responses((status = 200, body = Me), StdErrors))]
+    responses((status = 200, description = "The caller", body = Me), StdErrors))]
 async fn me(State(s): State<AppState>, ctx: Ctx) -> GwResult<AJson<Me>> {
     let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
     let r = cell
@@ -870,7 +1076,7 @@ async fn me(State(s): State<AppState>, ctx: Ctx) -> GwResult<AJson<Me>> {
 
 /// Users of the tenant.
 #[utoipa::path(get, path = "/users", tag = "users", security(("bearer" = [])), params(ListParams),
-    responses((status = 200, body = UserPage), StdErrors))]
+    responses((status = 200, description = "A page of users", body = UserPage), StdErrors))]
 async fn list_users(
     State(s): State<AppState>,
     ctx: Ctx,
@@ -896,8 +1102,11 @@ async fn list_users(
 
 /// Creates a user (admin).
 #[utoipa::path(post, path = "/users", tag = "users", security(("bearer" = [])), request_body = CreateUserRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for 24 hours")),
-    responses((status = 201, body = User), StdErrors))]
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = "^[!-~]{1,255}$",
+        description = "1 to 255 visible ASCII characters; the same key and body replay the first response for 24 hours")),
+    responses((status = 201, description = "User created", body = User,
+        headers(("Location" = String, description = "URL of the new record"), ("ETag" = String, description = "The version, for If-Match"))),
+        StdErrors))]
 async fn create_user(
     State(s): State<AppState>,
     ctx: Ctx,
@@ -920,7 +1129,7 @@ async fn create_user(
         .await?
         .into_inner()
         .user
-        .ok_or_else(missing::<()>("user"))?;
+        .ok_or_else(missing("user"))?;
     Ok(created(
         format!("/api/v1/users/{}", u.id),
         Some(u.version),
@@ -930,7 +1139,8 @@ async fn create_user(
 
 /// One user.
 #[utoipa::path(get, path = "/users/{id}", tag = "users", security(("bearer" = [])), params(("id" = String, Path)),
-    responses((status = 200, body = User, headers(("ETag" = String))), StdErrors))]
+    responses((status = 200, description = "The user", body = User,
+        headers(("ETag" = String, description = "The version, for If-Match"))), StdErrors))]
 async fn get_user(
     State(s): State<AppState>,
     ctx: Ctx,
@@ -942,14 +1152,15 @@ async fn get_user(
         .await?
         .into_inner()
         .user
-        .ok_or_else(missing::<()>("user"))?;
+        .ok_or_else(missing("user"))?;
     Ok(with_etag(u.version, AJson(user(u))))
 }
 
 /// Changes a user; role changes and disabling are security events. Honours If-Match.
 #[utoipa::path(patch, path = "/users/{id}", tag = "users", security(("bearer" = [])), request_body = UpdateUserRequest,
-    params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "ETag of the version being changed")),
-    responses((status = 200, body = User), StdErrors))]
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header, nullable = false, description = "ETag of the version being changed")),
+    responses((status = 200, description = "The changed user", body = User,
+        headers(("ETag" = String, description = "The version, for If-Match"))), StdErrors))]
 async fn update_user(
     State(s): State<AppState>,
     ctx: Ctx,
@@ -1000,13 +1211,13 @@ async fn update_user(
         .await?
         .into_inner()
         .user
-        .ok_or_else(missing::<()>("user"))?;
+        .ok_or_else(missing("user"))?;
     Ok(with_etag(u.version, AJson(user(u))))
 }
 
 /// Teams of the tenant.
 #[utoipa::path(get, path = "/teams", tag = "teams", security(("bearer" = [])), params(ListParams),
-    responses((status = 200, body = TeamPage), StdErrors))]
+    responses((status = 200, description = "A page of teams", body = TeamPage), StdErrors))]
 async fn list_teams(
     State(s): State<AppState>,
     ctx: Ctx,
@@ -1032,8 +1243,11 @@ async fn list_teams(
 
 /// Creates a team.
 #[utoipa::path(post, path = "/teams", tag = "teams", security(("bearer" = [])), request_body = CreateTeamRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for 24 hours")),
-    responses((status = 201, body = Team), StdErrors))]
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = "^[!-~]{1,255}$",
+        description = "1 to 255 visible ASCII characters; the same key and body replay the first response for 24 hours")),
+    responses((status = 201, description = "Team created", body = Team,
+        headers(("Location" = String, description = "URL of the new record"), ("ETag" = String, description = "The version, for If-Match"))),
+        StdErrors))]
 async fn create_team(
     State(s): State<AppState>,
     ctx: Ctx,
@@ -1051,7 +1265,7 @@ async fn create_team(
         .await?
         .into_inner()
         .team
-        .ok_or_else(missing::<()>("team"))?;
+        .ok_or_else(missing("team"))?;
     Ok(created(
         format!("/api/v1/teams/{}", t.id),
         Some(t.version),
@@ -1061,7 +1275,8 @@ async fn create_team(
 
 /// One team.
 #[utoipa::path(get, path = "/teams/{id}", tag = "teams", security(("bearer" = [])), params(("id" = String, Path)),
-    responses((status = 200, body = Team), StdErrors))]
+    responses((status = 200, description = "The team", body = Team,
+        headers(("ETag" = String, description = "The version, for If-Match"))), StdErrors))]
 async fn get_team(
     State(s): State<AppState>,
     ctx: Ctx,
@@ -1073,14 +1288,16 @@ async fn get_team(
         .await?
         .into_inner()
         .team
-        .ok_or_else(missing::<()>("team"))?;
+        .ok_or_else(missing("team"))?;
     Ok(with_etag(t.version, AJson(team(t))))
 }
 
 /// Adds a user to a team.
 #[utoipa::path(post, path = "/teams/{id}/members/{userId}", tag = "teams", security(("bearer" = [])),
-    params(("id" = String, Path), ("userId" = String, Path)),
-    responses((status = 200, body = Team), StdErrors))]
+    params(("id" = String, Path), ("userId" = String, Path),
+        ("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = "^[!-~]{1,255}$",
+        description = "1 to 255 visible ASCII characters; the same key and body replay the first response for 24 hours")),
+    responses((status = 200, description = "The team with the member", body = Team), StdErrors))]
 async fn add_member(
     State(s): State<AppState>,
     ctx: Ctx,
@@ -1098,7 +1315,7 @@ async fn add_member(
         .await?
         .into_inner()
         .team
-        .ok_or_else(missing::<()>("team"))?;
+        .ok_or_else(missing("team"))?;
     Ok(AJson(team(t)))
 }
 
@@ -1125,7 +1342,7 @@ async fn remove_member(
 
 /// Built-in and custom roles.
 #[utoipa::path(get, path = "/roles", tag = "roles", security(("bearer" = [])), params(ListParams),
-    responses((status = 200, body = RolePage), StdErrors))]
+    responses((status = 200, description = "A page of roles", body = RolePage), StdErrors))]
 async fn list_roles(
     State(s): State<AppState>,
     ctx: Ctx,
@@ -1151,8 +1368,11 @@ async fn list_roles(
 
 /// Creates a custom role.
 #[utoipa::path(post, path = "/roles", tag = "roles", security(("bearer" = [])), request_body = CreateRoleRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Replays the first response for 24 hours")),
-    responses((status = 201, body = Role), StdErrors))]
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = "^[!-~]{1,255}$",
+        description = "1 to 255 visible ASCII characters; the same key and body replay the first response for 24 hours")),
+    responses((status = 201, description = "Role created", body = Role,
+        headers(("Location" = String, description = "URL of the new record"), ("ETag" = String, description = "The version, for If-Match"))),
+        StdErrors))]
 async fn create_role(
     State(s): State<AppState>,
     ctx: Ctx,
@@ -1176,7 +1396,7 @@ async fn create_role(
         .await?
         .into_inner()
         .role
-        .ok_or_else(missing::<()>("role"))?;
+        .ok_or_else(missing("role"))?;
     Ok(created(
         format!("/api/v1/roles/{}", r.id),
         Some(r.version),
@@ -1186,7 +1406,8 @@ async fn create_role(
 
 /// One role.
 #[utoipa::path(get, path = "/roles/{id}", tag = "roles", security(("bearer" = [])), params(("id" = String, Path)),
-    responses((status = 200, body = Role), StdErrors))]
+    responses((status = 200, description = "The role", body = Role,
+        headers(("ETag" = String, description = "The version, for If-Match"))), StdErrors))]
 async fn get_role(
     State(s): State<AppState>,
     ctx: Ctx,
@@ -1198,14 +1419,15 @@ async fn get_role(
         .await?
         .into_inner()
         .role
-        .ok_or_else(missing::<()>("role"))?;
+        .ok_or_else(missing("role"))?;
     Ok(with_etag(r.version, AJson(role(r))))
 }
 
 /// Changes a role's name, description, permissions or field rules; recorded as a security event.
 #[utoipa::path(patch, path = "/roles/{id}", tag = "roles", security(("bearer" = [])), request_body = UpdateRoleRequest,
-    params(("id" = String, Path), ("If-Match" = Option<String>, Header, description = "ETag of the version being changed")),
-    responses((status = 200, body = Role), StdErrors))]
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header, nullable = false, description = "ETag of the version being changed")),
+    responses((status = 200, description = "The changed role", body = Role,
+        headers(("ETag" = String, description = "The version, for If-Match"))), StdErrors))]
 async fn update_role(
     State(s): State<AppState>,
     ctx: Ctx,
@@ -1248,13 +1470,13 @@ async fn update_role(
         .await?
         .into_inner()
         .role
-        .ok_or_else(missing::<()>("role"))?;
+        .ok_or_else(missing("role"))?;
     Ok(with_etag(r.version, AJson(role(r))))
 }
 
 /// Partner credentials of the tenant.
 #[utoipa::path(get, path = "/api-clients", tag = "api-clients", security(("bearer" = [])), params(ListParams),
-    responses((status = 200, body = ApiClientPage), StdErrors))]
+    responses((status = 200, description = "A page of API clients", body = ApiClientPage), StdErrors))]
 async fn list_api_clients(
     State(s): State<AppState>,
     ctx: Ctx,
@@ -1280,7 +1502,9 @@ async fn list_api_clients(
 
 /// Creates partner credentials bound to a role; the secret is shown once.
 #[utoipa::path(post, path = "/api-clients", tag = "api-clients", security(("bearer" = [])), request_body = CreateApiClientRequest,
-    responses((status = 201, body = CreatedApiClient), StdErrors))]
+    params(("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = "^[!-~]{1,255}$",
+        description = "1 to 255 visible ASCII characters; the same key and body replay the first response for 24 hours")),
+    responses((status = 201, description = "Credentials created; the secret is shown only now", body = CreatedApiClient, headers(("Location" = String, description = "URL of the new record"))), StdErrors))]
 async fn create_api_client(
     State(s): State<AppState>,
     ctx: Ctx,
@@ -1298,7 +1522,7 @@ async fn create_api_client(
         ))
         .await?
         .into_inner();
-    let c = r.api_client.ok_or_else(missing::<()>("api client"))?;
+    let c = r.api_client.ok_or_else(missing("api client"))?;
     let body = CreatedApiClient {
         id: c.id.clone(),
         name: c.name,
@@ -1330,7 +1554,7 @@ async fn delete_api_client(
 
 /// Logins, failures, role changes, token reuse, API client changes (admin).
 #[utoipa::path(get, path = "/security-events", tag = "security", security(("bearer" = [])), params(SecurityEventParams),
-    responses((status = 200, body = SecurityEventPage), StdErrors))]
+    responses((status = 200, description = "A page of security events", body = SecurityEventPage), StdErrors))]
 async fn list_security_events(
     State(s): State<AppState>,
     ctx: Ctx,
