@@ -210,6 +210,9 @@ const KEPT_HEADERS: &[&str] = &["content-type", "etag", "location"];
 struct Stored {
     fp: String,
     done: bool,
+    /// The response carried credentials (Cache-Control: no-store) and was not kept.
+    #[serde(default)]
+    withheld: bool,
     status: u16,
     headers: Vec<(String, String)>,
     body: String,
@@ -269,6 +272,7 @@ pub async fn idempotency(State(idem): State<Idempotency>, req: Request, next: Ne
     let pending = Stored {
         fp: fp.clone(),
         done: false,
+        withheld: false,
         status: 0,
         headers: vec![],
         body: String::new(),
@@ -293,6 +297,12 @@ pub async fn idempotency(State(idem): State<Idempotency>, req: Request, next: Ne
                     ErrorCode::IdempotencyKeyReused,
                     "this Idempotency-Key was used with another request",
                 ))
+                .into_response(),
+                Some(s) if s.done && s.withheld => GwError(ApiError::conflict(format!(
+                    "the first request with this Idempotency-Key already succeeded (status {}); \
+                     its response held credentials, which are never kept",
+                    s.status
+                )))
                 .into_response(),
                 Some(s) if s.done => replay(s),
                 _ => GwError(ApiError::conflict(
@@ -338,12 +348,25 @@ pub async fn idempotency(State(idem): State<Idempotency>, req: Request, next: Ne
             return GwError(ApiError::internal(format!("response body: {e}"))).into_response();
         }
     };
+    let withheld = parts
+        .headers
+        .get(header::CACHE_CONTROL)
+        .is_some_and(|v| v.as_bytes().windows(8).any(|w| w == b"no-store"));
     let stored = Stored {
         fp,
         done: true,
+        withheld,
         status: status.as_u16(),
-        headers: kept_headers(&parts.headers),
-        body: STANDARD.encode(&bytes),
+        headers: if withheld {
+            vec![]
+        } else {
+            kept_headers(&parts.headers)
+        },
+        body: if withheld {
+            String::new()
+        } else {
+            STANDARD.encode(&bytes)
+        },
     };
     if let Ok(s) = serde_json::to_string(&stored)
         && let Err(e) = idem.cache.set(&cache_key, &s, IDEMPOTENCY_TTL).await

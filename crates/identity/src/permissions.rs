@@ -222,10 +222,10 @@ pub fn validate_grants(grants: &[Grant], rules: &[FieldRule], v: &mut crm_kit::e
                 format!("unknown object type {:?}", r.object_type),
             );
         }
-        if r.field.trim().is_empty() || r.field.len() > 100 {
+        if r.field.trim().is_empty() || r.field.len() > 100 || r.field.contains('\0') {
             v.add(
                 format!("field_rules[{i}].field"),
-                "must be 1 to 100 characters",
+                "must be 1 to 100 characters, with no NUL character",
             );
         }
     }

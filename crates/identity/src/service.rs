@@ -294,6 +294,7 @@ impl Identity {
     }
 
     fn check_email(&self, v: &mut Violations, field: &str, email: &str) -> String {
+        v.text(field, email);
         let e = email.trim().to_lowercase();
         if e.is_empty() {
             v.add(field, "is required");
@@ -317,6 +318,7 @@ impl Identity {
     }
 
     fn check_name(v: &mut Violations, field: &str, name: &str, required: bool) {
+        v.text(field, name);
         let n = name.trim().chars().count();
         if required && n == 0 {
             v.add(field, "is required");
@@ -705,7 +707,9 @@ impl Identity {
         } else if slug.len() > 63 {
             v.add("tenant_slug", "must be at most 63 characters");
         }
+        v.text("tenant_slug", &slug);
         let email = r.email.trim().to_lowercase();
+        v.text("email", &email);
         if email.is_empty() {
             v.add("email", "is required");
         } else if email.len() > 254 {
@@ -907,6 +911,7 @@ impl Identity {
     ) -> ApiResult<pb::IssueClientTokenResponse> {
         let mut v = Violations::new();
         v.check(r.client_id.is_empty(), "client_id", "is required");
+        v.text("client_id", &r.client_id);
         v.check(r.client_secret.is_empty(), "client_secret", "is required");
         v.finish()?;
         let denied = || ApiError::unauthenticated("invalid client credentials");
@@ -1064,6 +1069,7 @@ impl Identity {
         let email = self.check_email(&mut v, "email", &r.email);
         Self::check_name(&mut v, "name", &r.name, false);
         v.check(r.role.trim().is_empty(), "role", "is required");
+        v.text("role", &r.role);
         Self::check_password(&mut v, "password", &r.password, false);
         let tz = if r.timezone.is_empty() {
             "UTC".to_owned()
@@ -1189,6 +1195,8 @@ impl Identity {
                 }
                 "role" => {
                     v.check(r.role.trim().is_empty(), "role", "is required");
+                    v.text("role", &r.role);
+                    v.text("role", &r.role);
                     role_key = Some(r.role.trim().to_owned());
                 }
                 "password" => Self::check_password(&mut v, "password", &r.password, true),
@@ -1488,9 +1496,9 @@ impl Identity {
         }
         Self::check_name(&mut v, "name", &r.name, true);
         v.check(
-            r.description.chars().count() > 1000,
+            r.description.chars().count() > 1000 || r.description.contains('\0'),
             "description",
-            "must be at most 1000 characters",
+            "must be at most 1000 characters, with no NUL character",
         );
         v.check(
             r.permissions.len() > 500,
@@ -1607,9 +1615,10 @@ impl Identity {
             Self::check_name(&mut v, "name", &r.name, true);
         }
         v.check(
-            has("description") && r.description.chars().count() > 1000,
+            has("description")
+                && (r.description.chars().count() > 1000 || r.description.contains('\0')),
             "description",
-            "must be at most 1000 characters",
+            "must be at most 1000 characters, with no NUL character",
         );
         let grants = grants_from_pb(&r.permissions, &mut v);
         let rules = rules_from_pb(&r.field_rules, &mut v);
@@ -1706,6 +1715,7 @@ impl Identity {
         let mut v = Violations::new();
         Self::check_name(&mut v, "name", &r.name, true);
         v.check(r.role.trim().is_empty(), "role", "is required");
+        v.text("role", &r.role);
         v.finish()?;
         let tx = self.tx(caller.tenant).await?;
         let role = store::role_by_key(&tx, r.role.trim())
@@ -1788,6 +1798,12 @@ impl Identity {
         caller: &Caller,
         r: pb::ListSecurityEventsRequest,
     ) -> ApiResult<pb::ListSecurityEventsResponse> {
+        if r.kind.contains('\0') {
+            return Err(ApiError::invalid(
+                "kind",
+                "must not contain the NUL character",
+            ));
+        }
         if r.kind.len() > 100 {
             return Err(ApiError::invalid("kind", "must be at most 100 characters"));
         }

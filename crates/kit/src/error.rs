@@ -343,6 +343,11 @@ impl From<ApiError> for tonic::Status {
 
 impl From<sea_orm::DbErr> for ApiError {
     fn from(e: sea_orm::DbErr) -> Self {
+        // Text that slipped past validation with a NUL in it is the caller's mistake.
+        let text = e.to_string();
+        if text.contains("invalid byte sequence") || text.contains("22021") {
+            return ApiError::invalid("body", "text must not contain the NUL character");
+        }
         ApiError::internal(format!("database: {e}"))
     }
 }
@@ -366,6 +371,13 @@ impl Violations {
             field: field.into(),
             message: message.into(),
         });
+    }
+
+    /// Refuses text PostgreSQL cannot store (the NUL character).
+    pub fn text(&mut self, field: &str, value: &str) {
+        if value.contains('\0') {
+            self.add(field, "must not contain the NUL character");
+        }
     }
 
     /// Records a violation when `bad` holds.

@@ -369,3 +369,41 @@ async fn paging_returns_every_user_once() {
     assert_eq!(seen.len(), 7);
     assert_eq!(unique.len(), 7);
 }
+
+#[tokio::test]
+async fn a_response_with_credentials_is_never_replayed() {
+    let s = spawn().await;
+    let t = s.signup().await;
+    let body = json!({"name": "Zapier", "role": "read_only"});
+    let first = s
+        .post(&t, "/api-clients", body.clone())
+        .header("idempotency-key", "client-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let again = s
+        .post(&t, "/api-clients", body)
+        .header("idempotency-key", "client-1")
+        .send()
+        .await
+        .unwrap();
+    let p = problem(again, 409, "CONFLICT").await;
+    assert!(
+        p["detail"].as_str().unwrap().contains("already succeeded"),
+        "{p}"
+    );
+    let clients: Value = s
+        .get(&t, "/api-clients")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        clients["items"].as_array().unwrap().len(),
+        1,
+        "created once"
+    );
+}

@@ -156,7 +156,6 @@ pub async fn spawn_with(opts: Options) -> TestStack {
 /// A signed-up tenant's admin.
 pub struct Tenant {
     pub slug: String,
-    pub tenant_id: String,
     pub user_id: String,
     pub token: String,
     pub refresh: String,
@@ -180,7 +179,6 @@ impl TestStack {
         let b: Value = res.json().await.expect("json");
         Tenant {
             slug,
-            tenant_id: b["tenant"]["id"].as_str().expect("tenant id").to_owned(),
             user_id: b["user"]["id"].as_str().expect("user id").to_owned(),
             token: b["accessToken"].as_str().expect("token").to_owned(),
             refresh: b["refreshToken"].as_str().expect("refresh").to_owned(),

@@ -44,9 +44,8 @@ async fn over_the_limit_is_a_429_with_retry_after() {
 /// Starts a private Redis on a free port, so the test can stop it.
 fn private_redis() -> (std::process::Child, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
         .port();
     let child = std::process::Command::new("redis-server")
         .args([

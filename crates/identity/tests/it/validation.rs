@@ -282,3 +282,45 @@ async fn admin_calls_refuse_bad_input_and_write_nothing() {
         ("Ada Admin", a.user.version)
     );
 }
+
+#[tokio::test]
+async fn text_with_a_nul_character_is_refused_naming_the_field() {
+    let app = spawn_app().await;
+    let a = app.sign_up().await;
+    let mut c = app.client();
+    let e = refused(
+        c.login(pb::LoginRequest {
+            tenant_slug: a.slug().into(),
+            email: "ad\0min@example.com".into(),
+            password: "whatever it is".into(),
+            client_address: String::new(),
+        })
+        .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(fields(&e), ["email"]);
+    let e = refused(
+        c.create_team(authed(
+            a.token(),
+            pb::CreateTeamRequest {
+                name: "Sa\0les".into(),
+                request_id: String::new(),
+            },
+        ))
+        .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(fields(&e), ["name"]);
+    let e = refused(
+        c.list_security_events(authed(
+            a.token(),
+            pb::ListSecurityEventsRequest {
+                kind: "login\0".into(),
+                ..Default::default()
+            },
+        ))
+        .await,
+        Code::InvalidArgument,
+    );
+    assert_eq!(fields(&e), ["kind"]);
+}
