@@ -69,7 +69,10 @@ struct Claimed {
     id: Uuid,
     tenant_id: Uuid,
     event_type: String,
-    payload: serde_json::Value,
+    /// The envelope exactly as stored; published as is, never decoded and re-encoded.
+    body: String,
+    traceparent: Option<String>,
+    source: Option<String>,
     created_at: DateTime<Utc>,
 }
 
@@ -79,7 +82,9 @@ impl Claimed {
             id: row.try_get("", "id")?,
             tenant_id: row.try_get("", "tenant_id")?,
             event_type: row.try_get("", "event_type")?,
-            payload: row.try_get("", "payload")?,
+            body: row.try_get("", "body")?,
+            traceparent: row.try_get("", "traceparent")?,
+            source: row.try_get("", "source")?,
             created_at: row.try_get("", "created_at")?,
         })
     }
@@ -187,7 +192,9 @@ impl Relay {
             .query_all_raw(Statement::from_sql_and_values(
                 DbBackend::Postgres,
                 format!(
-                    "SELECT id, tenant_id, event_type, payload, created_at FROM {}.outbox_claim($1)",
+                    "SELECT id, tenant_id, event_type, payload::text AS body, \
+                     payload->>'traceparent' AS traceparent, payload->>'source' AS source, \
+                     created_at FROM {}.outbox_claim($1)",
                     quote_ident(&self.schema)
                 ),
                 [(self.batch_size as i32).into()],
@@ -254,7 +261,7 @@ impl Relay {
                 );
                 continue;
             };
-            let body = serde_json::to_vec(&row.payload).context("serializing outbox payload")?;
+            let body = row.body.as_bytes().to_vec();
             outgoing.push(Outgoing {
                 row,
                 routing_key,
@@ -476,7 +483,7 @@ async fn wait_for_work(listener: &mut Option<PgListener>, cancel: &CancellationT
 }
 
 fn traceparent(row: &Claimed) -> Option<&str> {
-    row.payload.get("traceparent").and_then(|v| v.as_str())
+    row.traceparent.as_deref()
 }
 
 fn message_properties(row: &Claimed, routing_key: &ShortString) -> BasicProperties {
@@ -494,7 +501,7 @@ fn message_properties(row: &Claimed, routing_key: &ShortString) -> BasicProperti
         .with_message_id(row.id.to_string().into())
         .with_type(routing_key.clone())
         .with_headers(headers);
-    if let Some(source) = row.payload.get("source").and_then(|v| v.as_str())
+    if let Some(source) = row.source.as_deref()
         && let Ok(app_id) = ShortString::try_new(source)
     {
         properties = properties.with_app_id(app_id);

@@ -321,8 +321,15 @@ impl Application {
 
     /// Serves until `cancel` fires, then drains in-flight requests.
     pub async fn run_until_stopped(self, cancel: CancellationToken) -> anyhow::Result<()> {
+        use axum::serve::ListenerExt;
+        // Replies are small; without TCP_NODELAY each would wait on Nagle's algorithm.
+        let listener = self.listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         axum::serve(
-            self.listener,
+            listener,
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
