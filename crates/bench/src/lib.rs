@@ -2,10 +2,7 @@
 //! verification, logins over gRPC, and the outbox relay. Each binary in `src/bin` makes
 //! its own scratch database and bus prefix with [`Scratch`] and prints a markdown table.
 
-use std::{
-    sync::Mutex,
-    time::{Duration, Instant},
-};
+use std::{sync::Mutex, time::Duration};
 
 use anyhow::Context as _;
 use crm_bus::BusConfig;
@@ -248,14 +245,6 @@ pub fn machine_line() -> String {
         std::env::consts::ARCH,
         chrono::Utc::now().format("%Y-%m-%d %H:%M:%SZ")
     )
-}
-
-/// The time left before `deadline`, or an error naming what ran out of time.
-pub fn until(deadline: Instant, what: &str) -> anyhow::Result<Duration> {
-    deadline
-        .checked_duration_since(Instant::now())
-        .filter(|d| !d.is_zero())
-        .with_context(|| format!("{what}: out of time"))
 }
 
 #[cfg(test)]

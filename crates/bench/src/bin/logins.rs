@@ -16,16 +16,16 @@ use std::{
 use anyhow::Context as _;
 use clap::Parser;
 use crm_bench::{Samples, Scratch, machine_line, ms, rate, ratio};
-use crm_identity::{Application, Deps, Identity, PUBLIC_METHODS, passwords::Passwords};
-use crm_kit::{Cache, Config, auth::AuthLayer};
+use crm_identity::{Application, Deps, Identity, passwords::Passwords};
+use crm_kit::{Cache, Config};
 use crm_proto::identity::{
     CreateUserRequest, GetJwksRequest, LoginRequest, SignUpRequest,
-    identity_service_client::IdentityServiceClient, identity_service_server::IdentityServiceServer,
+    identity_service_client::IdentityServiceClient,
 };
 use secrecy::{ExposeSecret as _, SecretString};
-use tokio::{net::TcpListener, task::JoinSet};
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint, Server, server::TcpIncoming};
+use tonic::transport::{Channel, Endpoint};
 use uuid::Uuid;
 
 const PASSWORD: &str = "correct horse battery staple";
@@ -52,18 +52,16 @@ enum Path {
     Verify,
     InProcess,
     Grpc,
-    GrpcNoDelay,
 }
 
 impl Path {
-    const ALL: [Path; 4] = [Path::Verify, Path::InProcess, Path::Grpc, Path::GrpcNoDelay];
+    const ALL: [Path; 3] = [Path::Verify, Path::InProcess, Path::Grpc];
 
     fn label(self) -> &'static str {
         match self {
             Path::Verify => "baseline: `Passwords::verify`",
             Path::InProcess => "`Identity::login`, in process",
-            Path::Grpc => "`Login` over gRPC (`Application::run_until_stopped`)",
-            Path::GrpcNoDelay => "`Login` over gRPC, server sockets with TCP_NODELAY",
+            Path::Grpc => "`Login` over gRPC",
         }
     }
 }
@@ -71,8 +69,7 @@ impl Path {
 /// What the measured calls go to.
 struct Targets {
     identity: Identity,
-    app: Endpoint,
-    nodelay: Endpoint,
+    grpc: Endpoint,
     passwords: Passwords,
     stored: Arc<String>,
     slug: String,
@@ -139,7 +136,10 @@ async fn run(scratch: &Scratch, args: &Args) -> anyhow::Result<()> {
     scratch.migrate().await?;
     let vars = HashMap::from([
         ("DATABASE_URL".to_owned(), scratch.runtime_url.clone()),
-        ("CRM_DATABASE_ADMIN_URL".to_owned(), scratch.admin_url.clone()),
+        (
+            "CRM_DATABASE_ADMIN_URL".to_owned(),
+            scratch.admin_url.clone(),
+        ),
         ("AMQP_URL".to_owned(), scratch.bus.amqp_url.clone()),
         ("REDIS_URL".to_owned(), scratch.redis_url.clone()),
         ("CRM_BUS_PREFIX".to_owned(), scratch.bus.prefix.clone()),
@@ -160,43 +160,18 @@ async fn run(scratch: &Scratch, args: &Args) -> anyhow::Result<()> {
     )
     .await
     .context("building the identity service")?;
-    let app_addr = app.grpc_addr()?;
+    let addr = app.grpc_addr()?;
     let identity = app.identity().clone();
     let cancel = CancellationToken::new();
-    let mut servers = JoinSet::new();
-    servers.spawn(app.run_until_stopped(cancel.clone()));
-    // The same service again, on sockets with Nagle's algorithm off, to show what it costs.
-    let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
-    let nodelay_addr = listener.local_addr()?;
-    let router = Server::builder()
-        .timeout(Duration::from_secs(30))
-        .layer(AuthLayer::new(identity.verifier(), PUBLIC_METHODS))
-        .add_service(IdentityServiceServer::new(identity.clone()));
-    let stop = cancel.clone();
-    servers.spawn(async move {
-        router
-            .serve_with_incoming_shutdown(
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
-                stop.cancelled_owned(),
-            )
-            .await
-            .context("serving identity with TCP_NODELAY")
-    });
+    let server = tokio::spawn(app.run_until_stopped(cancel.clone()));
 
-    let outcome = measure_all(identity, app_addr, nodelay_addr, args).await;
+    let outcome = measure_all(identity, addr, args).await;
     cancel.cancel();
-    let stopped = tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(joined) = servers.join_next().await {
-            match joined {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => eprintln!("warning: a server stopped with an error: {e:#}"),
-                Err(e) => eprintln!("warning: a server task failed: {e}"),
-            }
-        }
-    })
-    .await;
-    if stopped.is_err() {
-        eprintln!("warning: the servers did not stop within 10 s");
+    match tokio::time::timeout(Duration::from_secs(10), server).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => eprintln!("warning: identity stopped with an error: {e:#}"),
+        Ok(Err(e)) => eprintln!("warning: the identity task failed: {e}"),
+        Err(_) => eprintln!("warning: identity did not stop within 10 s"),
     }
     outcome
 }
@@ -207,15 +182,9 @@ fn endpoint(addr: SocketAddr) -> anyhow::Result<Endpoint> {
         .timeout(Duration::from_secs(30)))
 }
 
-async fn measure_all(
-    identity: Identity,
-    app_addr: SocketAddr,
-    nodelay_addr: SocketAddr,
-    args: &Args,
-) -> anyhow::Result<()> {
-    let app = endpoint(app_addr)?;
-    let nodelay = endpoint(nodelay_addr)?;
-    let (slug, emails) = tenant_with_users(&app, args.users).await?;
+async fn measure_all(identity: Identity, addr: SocketAddr, args: &Args) -> anyhow::Result<()> {
+    let grpc = endpoint(addr)?;
+    let (slug, emails) = tenant_with_users(&grpc, args.users).await?;
     // The same hasher the service builds: one permit per core.
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -227,15 +196,14 @@ async fn measure_all(
         .context("hashing the baseline password")?;
     let targets = Targets {
         identity,
-        app,
-        nodelay,
+        grpc,
         passwords,
         stored: Arc::new(stored),
         slug,
         emails: Arc::new(emails),
     };
 
-    let floor = grpc_floor(&targets.app).await?.summary();
+    let floor = grpc_floor(&targets.grpc).await?.summary();
     let limit = Duration::from_secs(args.max_secs);
     let mut rows = Vec::new();
     for (level, &clients) in args.clients.iter().enumerate() {
@@ -294,12 +262,8 @@ async fn tenant_with_users(
     endpoint: &Endpoint,
     users: usize,
 ) -> anyhow::Result<(String, Vec<String>)> {
-    let mut client = IdentityServiceClient::new(
-        endpoint
-            .connect()
-            .await
-            .context("connecting to identity")?,
-    );
+    let mut client =
+        IdentityServiceClient::new(endpoint.connect().await.context("connecting to identity")?);
     let slug = format!("bench-{}", &Uuid::new_v4().simple().to_string()[..12]);
     let admin = "admin@bench.example".to_owned();
     let signed_up = client
@@ -342,12 +306,8 @@ async fn tenant_with_users(
 
 /// The cheapest public call, to see what the transport alone costs per call.
 async fn grpc_floor(endpoint: &Endpoint) -> anyhow::Result<Samples> {
-    let mut client = IdentityServiceClient::new(
-        endpoint
-            .connect()
-            .await
-            .context("connecting to identity")?,
-    );
+    let mut client =
+        IdentityServiceClient::new(endpoint.connect().await.context("connecting to identity")?);
     let mut s = Samples::default();
     let start = Instant::now();
     for _ in 0..200 {
@@ -369,19 +329,9 @@ async fn workers(t: &Targets, path: Path, clients: usize) -> anyhow::Result<Vec<
         out.push(match path {
             Path::Verify => Worker::Verify(t.passwords.clone(), t.stored.clone()),
             Path::InProcess => Worker::InProcess(t.identity.clone()),
-            Path::Grpc | Path::GrpcNoDelay => {
-                let endpoint = if matches!(path, Path::Grpc) {
-                    &t.app
-                } else {
-                    &t.nodelay
-                };
-                Worker::Grpc(IdentityServiceClient::new(
-                    endpoint
-                        .connect()
-                        .await
-                        .context("connecting to identity")?,
-                ))
-            }
+            Path::Grpc => Worker::Grpc(IdentityServiceClient::new(
+                t.grpc.connect().await.context("connecting to identity")?,
+            )),
         });
     }
     Ok(out)

@@ -19,12 +19,14 @@ use lapin::{
     },
     types::{AMQPValue, FieldTable, LongString, ShortString},
 };
-use sea_orm::{ConnectionTrait, Database};
+use sea_orm::{ConnectionTrait, Database, DbBackend, Statement, TransactionTrait};
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 const SCHEMA: &str = "bench";
+/// A second, identical outbox for the SQL-only diagnostic, so both start from a fresh table.
+const SQL_SCHEMA: &str = "bench_sql";
 
 #[derive(Parser, Debug)]
 #[command(about = "Outbox relay throughput beside a bare confirmed publish loop")]
@@ -93,15 +95,17 @@ async fn main() -> anyhow::Result<()> {
 }
 
 async fn run(scratch: &Scratch, args: &Args) -> anyhow::Result<()> {
-    // The outbox as a service schema has it: owned by the admin role, appended to by the runtime role.
+    // The outbox as in a service schema: owned by the admin, appended to by the runtime role.
     let admin_conn = Database::connect(scratch.admin_url.as_str())
         .await
         .context("connecting as admin")?;
     admin::ensure_runtime_role(&admin_conn, RUNTIME_ROLE).await?;
-    admin_conn
-        .execute_unprepared(&outbox::ddl(SCHEMA, RUNTIME_ROLE))
-        .await
-        .context("creating the outbox")?;
+    for schema in [SCHEMA, SQL_SCHEMA] {
+        admin_conn
+            .execute_unprepared(&outbox::ddl(schema, RUNTIME_ROLE))
+            .await
+            .with_context(|| format!("creating the outbox in {schema}"))?;
+    }
     admin_conn.close().await?;
     let db = scratch.runtime_db(8).await?;
 
@@ -154,7 +158,7 @@ async fn run(scratch: &Scratch, args: &Args) -> anyhow::Result<()> {
     drain_check(&channel, &queue, messages.len()).await?;
 
     let filled = Instant::now();
-    fill_outbox(&db, &messages, args.insert_batch).await?;
+    fill_outbox(&db, SCHEMA, &messages, args.insert_batch).await?;
     let fill_secs = filled.elapsed().as_secs_f64();
 
     let relayed = relay_until_empty(&mut relay, limit).await?;
@@ -163,16 +167,18 @@ async fn run(scratch: &Scratch, args: &Args) -> anyhow::Result<()> {
     let bare_after = bare_publish(scratch, &exchange, &messages, args.batch, limit).await?;
     drain_check(&channel, &queue, messages.len()).await?;
 
+    // The relay's own statements without the broker: what each batch spends in PostgreSQL.
+    fill_outbox(&db, SQL_SCHEMA, &messages, args.insert_batch).await?;
+    let sql_phases = claim_and_mark_until_empty(&db, args.batch, limit).await?;
+
     // A cancelled run flushes nothing (the outbox is empty) and closes the relay's connection.
-    relay
-        .run(cancelled())
-        .await
-        .context("stopping the relay")?;
+    relay.run(cancelled()).await.context("stopping the relay")?;
     let _ = conn.close(200, "bench done".into()).await;
 
     let before = bare_before.summary();
     let after = bare_after.summary();
     let relay_sum = relayed.summary();
+    let sql = sql_phases.whole.summary();
     let baseline = (before.per_sec + after.per_sec) / 2.0;
     println!("{}", machine_line());
     println!(
@@ -183,12 +189,18 @@ async fn run(scratch: &Scratch, args: &Args) -> anyhow::Result<()> {
         rate(messages.len() as f64 / fill_secs),
     );
     println!();
-    println!("| path | events | events/s | batch p50 ms | batch p95 ms | batch p99 ms | ÷ bare (mean) |");
+    println!(
+        "| path | events | events/s | batch p50 ms | batch p95 ms | batch p99 ms | ÷ bare (mean) |"
+    );
     println!("|---|---:|---:|---:|---:|---:|---:|");
     for (label, s) in [
         ("baseline: bare confirmed publish, before", before),
         ("`Relay::run_once` until empty", relay_sum),
         ("baseline: bare confirmed publish, after", after),
+        (
+            "diagnostic: the relay's claim + mark SQL alone, no broker",
+            sql,
+        ),
     ] {
         println!(
             "| {label} | {} | {} | {} | {} | {} | {} |",
@@ -207,8 +219,22 @@ async fn run(scratch: &Scratch, args: &Args) -> anyhow::Result<()> {
     };
     println!();
     println!(
-        "relay ÷ bare publish = {r:.2} (target ≥ 0.70: {})",
+        "relay ÷ bare publish = {r:.3} (target ≥ 0.70: {})",
         if r >= 0.7 { "met" } else { "missed" }
+    );
+    let bare_p50 = (before.p50 + after.p50) / 2;
+    println!(
+        "batch p50: relay {} ms; bare window {} ms + claim/mark SQL {} ms = {} ms",
+        ms(relay_sum.p50),
+        ms(bare_p50),
+        ms(sql.p50),
+        ms(bare_p50 + sql.p50),
+    );
+    println!(
+        "claim/mark SQL per batch, p50: claim and decode {} ms, mark {} ms, commit {} ms",
+        ms(sql_phases.claim.summary().p50),
+        ms(sql_phases.mark.summary().p50),
+        ms(sql_phases.commit.summary().p50),
     );
     Ok(())
 }
@@ -255,17 +281,25 @@ fn messages(args: &Args) -> anyhow::Result<Vec<Message>> {
         .collect()
 }
 
-/// Appends every event in its tenant's transactions, `per_tx` at a time.
-async fn fill_outbox(db: &Db, messages: &[Message], per_tx: usize) -> anyhow::Result<()> {
+/// Appends every event to the outbox of `schema` in its tenant's transactions, `per_tx` at a time.
+async fn fill_outbox(
+    db: &Db,
+    schema: &str,
+    messages: &[Message],
+    per_tx: usize,
+) -> anyhow::Result<()> {
     let mut by_tenant: std::collections::BTreeMap<TenantId, Vec<&Event>> = Default::default();
     for m in messages {
-        by_tenant.entry(m.event.tenantid).or_default().push(&m.event);
+        by_tenant
+            .entry(m.event.tenantid)
+            .or_default()
+            .push(&m.event);
     }
     for (tenant, events) in by_tenant {
         for chunk in events.chunks(per_tx.max(1)) {
             let tx = db.tenant_tx(tenant).await.context("tenant transaction")?;
             for event in chunk {
-                outbox::append(&tx, SCHEMA, event)
+                outbox::append(&tx, schema, event)
                     .await
                     .context("appending to the outbox")?;
             }
@@ -286,10 +320,89 @@ async fn relay_until_empty(relay: &mut Relay, limit: Duration) -> anyhow::Result
             break;
         }
         s.record(t.elapsed(), n as u64);
-        anyhow::ensure!(start.elapsed() < limit, "the relay did not drain within {limit:?}");
+        anyhow::ensure!(
+            start.elapsed() < limit,
+            "the relay did not drain within {limit:?}"
+        );
     }
     s.add_wall(start.elapsed());
     Ok(s)
+}
+
+/// Per-batch timings of the relay's statements run alone.
+#[derive(Default)]
+struct SqlPhases {
+    whole: Samples,
+    /// The claim, with the rows decoded as the relay decodes them.
+    claim: Samples,
+    mark: Samples,
+    commit: Samples,
+}
+
+/// Claims and marks batches as the relay does, in one transaction each, with no publishing between.
+async fn claim_and_mark_until_empty(
+    db: &Db,
+    batch: u32,
+    limit: Duration,
+) -> anyhow::Result<SqlPhases> {
+    // The relay's claim, as `crm_bus::relay` issues it: the envelope is read as text.
+    let claim = format!(
+        "SELECT id, tenant_id, event_type, payload::text AS body, \
+         payload->>'traceparent' AS traceparent, payload->>'source' AS source, \
+         created_at FROM \"{SQL_SCHEMA}\".outbox_claim($1)"
+    );
+    let mark = format!("SELECT \"{SQL_SCHEMA}\".outbox_mark_published($1)");
+    let mut p = SqlPhases::default();
+    let start = Instant::now();
+    loop {
+        let t = Instant::now();
+        let tx = db.conn().begin().await.context("beginning a claim")?;
+        let rows = tx
+            .query_all_raw(Statement::from_sql_and_values(
+                DbBackend::Postgres,
+                claim.as_str(),
+                [(batch as i32).into()],
+            ))
+            .await
+            .context("claiming")?;
+        if rows.is_empty() {
+            tx.commit().await.context("ending an empty claim")?;
+            break;
+        }
+        let mut ids = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: Uuid = row.try_get("", "id")?;
+            let _: Uuid = row.try_get("", "tenant_id")?;
+            let _: String = row.try_get("", "event_type")?;
+            let _: String = row.try_get("", "body")?;
+            let _: Option<String> = row.try_get("", "traceparent")?;
+            let _: Option<String> = row.try_get("", "source")?;
+            let _: chrono::DateTime<chrono::Utc> = row.try_get("", "created_at")?;
+            ids.push(id);
+        }
+        let n = ids.len() as u64;
+        let claimed = Instant::now();
+        tx.execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            mark.as_str(),
+            [ids.into()],
+        ))
+        .await
+        .context("marking")?;
+        let marked = Instant::now();
+        tx.commit().await.context("committing a claim")?;
+        let done = Instant::now();
+        p.claim.record(claimed - t, n);
+        p.mark.record(marked - claimed, n);
+        p.commit.record(done - marked, n);
+        p.whole.record(done - t, n);
+        anyhow::ensure!(
+            start.elapsed() < limit,
+            "the SQL loop did not drain within {limit:?}"
+        );
+    }
+    p.whole.add_wall(start.elapsed());
+    Ok(p)
 }
 
 /// Publishes every message on a fresh confirm-mode channel, awaiting confirms per window.
@@ -336,7 +449,10 @@ async fn bare_publish(
             }
         }
         s.record(t.elapsed(), chunk.len() as u64);
-        anyhow::ensure!(start.elapsed() < limit, "the bare loop did not finish within {limit:?}");
+        anyhow::ensure!(
+            start.elapsed() < limit,
+            "the bare loop did not finish within {limit:?}"
+        );
     }
     s.add_wall(start.elapsed());
     let _ = conn.close(200, "bare loop done".into()).await;
