@@ -133,18 +133,31 @@ impl Relay {
             in_process = self.cfg.in_process_broker().is_some(),
             "outbox relay started"
         );
+        // While one batch's mark and commit run, the next batch is claimed (SKIP LOCKED passes
+        // over the rows still held) and published, so the database and the broker work at once.
+        let mut pending = None;
         while !cancel.is_cancelled() {
             if listener.is_none() {
                 listener = self.listen().await;
             }
-            match self.run_once().await {
-                Ok(n) => {
+            match self.claim_and_publish().await {
+                Ok(Some(batch)) => {
                     backoff.reset();
-                    if n < self.batch_size as usize {
+                    let full = batch.was_full(self.batch_size);
+                    settle(&mut pending, &self.schema).await;
+                    pending = Some(tokio::spawn(batch.mark()));
+                    if !full {
+                        settle(&mut pending, &self.schema).await;
                         wait_for_work(&mut listener, &cancel).await;
                     }
                 }
+                Ok(None) => {
+                    backoff.reset();
+                    settle(&mut pending, &self.schema).await;
+                    wait_for_work(&mut listener, &cancel).await;
+                }
                 Err(error) => {
+                    settle(&mut pending, &self.schema).await;
                     let delay = backoff.next_delay();
                     tracing::warn!(
                         schema = %self.schema,
@@ -159,6 +172,7 @@ impl Relay {
                 }
             }
         }
+        settle(&mut pending, &self.schema).await;
         // An in-process broker stops with this process: what it took now would vanish with
         // its queues, so committed rows stay unpublished for the next start to publish.
         if self.cfg.in_process_broker().is_none() {
@@ -171,16 +185,27 @@ impl Relay {
 
     /// Claims, publishes and marks one batch; returns how many events were published.
     pub async fn run_once(&mut self) -> anyhow::Result<usize> {
-        self.process_batch(true).await
+        match self.claim_and_publish().await? {
+            Some(batch) => batch.mark().await,
+            None => Ok(0),
+        }
     }
 
     /// Publishes one batch and rolls the claim back as if the relay died before marking it.
     #[doc(hidden)]
     pub async fn publish_without_marking_for_test(&mut self) -> anyhow::Result<usize> {
-        self.process_batch(false).await
+        match self.claim_and_publish().await? {
+            Some(batch) => {
+                let n = batch.published.len();
+                rollback(batch.tx).await;
+                Ok(n)
+            }
+            None => Ok(0),
+        }
     }
 
-    async fn process_batch(&mut self, mark: bool) -> anyhow::Result<usize> {
+    /// Claims a batch in a transaction and publishes it; the caller marks it (or not).
+    async fn claim_and_publish(&mut self) -> anyhow::Result<Option<PublishedBatch>> {
         let publisher = self.publisher().await?;
         let tx = self
             .db
@@ -203,7 +228,7 @@ impl Relay {
             .context("claiming outbox rows")?;
         if rows.is_empty() {
             tx.commit().await.context("ending empty claim")?;
-            return Ok(0);
+            return Ok(None);
         }
         let claimed = rows
             .iter()
@@ -211,36 +236,27 @@ impl Relay {
             .collect::<Result<Vec<_>, _>>()
             .context("reading claimed outbox rows")?;
 
-        let published = match self.publish(&publisher, &claimed).await {
-            Ok(published) => published,
+        match self.publish(&publisher, &claimed).await {
+            Ok(published) => Ok(Some(PublishedBatch {
+                tx,
+                schema: self.schema.clone(),
+                claimed: claimed.len(),
+                lags: claimed
+                    .iter()
+                    .filter(|r| published.contains(&r.id))
+                    .map(|r| r.created_at)
+                    .collect(),
+                published,
+            })),
             Err(error) => {
                 // The claim ends with the transaction, so the rows stay unpublished and
                 // go out with a later batch; the broker link is suspect, start afresh.
                 rollback(tx).await;
                 self.link = None;
                 self.record_failure(&claimed).await;
-                return Err(error);
+                Err(error)
             }
-        };
-        if !mark {
-            rollback(tx).await;
-            return Ok(published.len());
         }
-        mark_published(&tx, &self.schema, &published).await?;
-        tx.commit()
-            .await
-            .context("committing published outbox rows")?;
-
-        let now = Utc::now();
-        for row in claimed.iter().filter(|r| published.contains(&r.id)) {
-            let lag = (now - row.created_at).num_milliseconds().max(0) as f64 / 1000.0;
-            metrics::histogram!("crm_outbox_lag_seconds", "schema" => self.schema.clone())
-                .record(lag);
-        }
-        metrics::counter!("crm_outbox_published_total", "schema" => self.schema.clone())
-            .increment(published.len() as u64);
-        tracing::debug!(schema = %self.schema, count = published.len(), "outbox batch published");
-        Ok(published.len())
     }
 
     /// Publishes every row; returns the ids the broker accepted.
@@ -510,6 +526,59 @@ fn message_properties(row: &Claimed, routing_key: &ShortString) -> BasicProperti
         properties = properties.with_timestamp(ts);
     }
     properties
+}
+
+/// A published batch whose rows are still claimed by its open transaction.
+struct PublishedBatch {
+    tx: DatabaseTransaction,
+    schema: String,
+    claimed: usize,
+    published: Vec<Uuid>,
+    lags: Vec<DateTime<Utc>>,
+}
+
+impl PublishedBatch {
+    /// Marks the rows published and commits; returns how many were published.
+    async fn mark(self) -> anyhow::Result<usize> {
+        mark_published(&self.tx, &self.schema, &self.published).await?;
+        self.tx
+            .commit()
+            .await
+            .context("committing published outbox rows")?;
+        let now = Utc::now();
+        for created in &self.lags {
+            let lag = (now - *created).num_milliseconds().max(0) as f64 / 1000.0;
+            metrics::histogram!("crm_outbox_lag_seconds", "schema" => self.schema.clone())
+                .record(lag);
+        }
+        metrics::counter!("crm_outbox_published_total", "schema" => self.schema.clone())
+            .increment(self.published.len() as u64);
+        tracing::debug!(schema = %self.schema, count = self.published.len(), "outbox batch published");
+        Ok(self.published.len())
+    }
+
+    /// Whether the claim came back full (more rows are probably waiting).
+    fn was_full(&self, batch_size: u32) -> bool {
+        self.claimed >= batch_size as usize
+    }
+}
+
+/// Waits for the previous batch's mark; its failure only means its rows go out again later.
+async fn settle(
+    pending: &mut Option<tokio::task::JoinHandle<anyhow::Result<usize>>>,
+    schema: &str,
+) {
+    if let Some(handle) = pending.take() {
+        match handle.await {
+            Ok(Ok(_)) => {}
+            Ok(Err(error)) => tracing::warn!(
+                schema = %schema,
+                error = format!("{error:#}"),
+                "marking a published batch failed; its events will be published again"
+            ),
+            Err(error) => tracing::warn!(schema = %schema, %error, "marking task failed"),
+        }
+    }
 }
 
 async fn mark_published(
