@@ -234,9 +234,10 @@ impl KeyStore {
             .ok_or(KeyError::NoCurrentKey)
     }
 
-    /// The public keys to publish: current and previous.
+    /// The public keys to publish: current and previous, read afresh so that a rotation made by
+    /// any replica is published by every replica at once (clients cache the JWKS anyway).
     pub async fn public_keys(&self) -> Result<Vec<PublicJwk>, KeyError> {
-        self.fresh().await?;
+        self.reload().await?;
         Ok(self.loaded.read().await.public.clone())
     }
 }

@@ -300,3 +300,45 @@ async fn forged_tampered_expired_and_misdirected_access_tokens_are_refused() {
         }
     }
 }
+
+/// The key ids identity publishes.
+async fn published_kids(app: &TestApp) -> Vec<String> {
+    app.client()
+        .get_jwks(pb::GetJwksRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .keys
+        .into_iter()
+        .map(|k| k.kid)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_rotation_publishes_the_new_key_and_keeps_the_previous_one() {
+    use secrecy::ExposeSecret;
+    let app = spawn_app().await;
+    let a = app.sign_up().await;
+    let before = published_kids(&app).await;
+    assert_eq!(before.len(), 1);
+
+    let keys = crm_identity::keys::KeyStore::new(
+        app.db.clone(),
+        secrecy::SecretBox::new(Box::new(*app.config.key_encryption_key.expose_secret())),
+    );
+    let second = keys.rotate().await.unwrap();
+    let after = published_kids(&app).await;
+    assert_eq!(after.len(), 2, "current and previous are published");
+    assert!(after.contains(&second) && after.contains(&before[0]));
+    // A token signed before the rotation still works.
+    app.client()
+        .get_me(authed(a.token(), pb::GetMeRequest {}))
+        .await
+        .unwrap();
+
+    let third = keys.rotate().await.unwrap();
+    let last = published_kids(&app).await;
+    assert_eq!(last.len(), 2);
+    assert!(last.contains(&third) && last.contains(&second));
+    assert!(!last.contains(&before[0]), "the oldest key is retired");
+}
