@@ -306,7 +306,7 @@ async fn published_kids(app: &TestApp) -> Vec<String> {
     app.client()
         .get_jwks(pb::GetJwksRequest {})
         .await
-        .unwrap()
+        .expect("jwks")
         .into_inner()
         .keys
         .into_iter()
