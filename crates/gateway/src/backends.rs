@@ -67,6 +67,15 @@ impl Backends {
             .ok_or_else(|| ApiError::internal(format!("no cell named {name}")).into())
     }
 
+    /// A client of identity in the tenant's cell (the directory cell when no tenant is known).
+    pub fn identity(
+        &self,
+        tenant: Option<TenantId>,
+    ) -> Result<crm_proto::identity::identity_service_client::IdentityServiceClient<Channel>, GwError>
+    {
+        Ok(self.cell(tenant)?.identity.clone())
+    }
+
     /// Builds a gRPC request carrying the context of the REST request.
     pub fn request<T>(&self, ctx: &Ctx, msg: T) -> tonic::Request<T> {
         let mut req = tonic::Request::new(msg);

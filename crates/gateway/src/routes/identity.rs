@@ -735,7 +735,7 @@ async fn signup(
     ctx: Ctx,
     Json(b): Json<SignupRequest>,
 ) -> GwResult<Response> {
-    let mut cell = s.backends.cell(None)?.identity.clone();
+    let mut cell = s.backends.identity(None)?;
     let r = cell
         .sign_up(s.backends.request(
             &ctx,
@@ -778,7 +778,7 @@ async fn login(
     ctx: Ctx,
     Json(b): Json<LoginRequest>,
 ) -> GwResult<Response> {
-    let mut cell = s.backends.cell(None)?.identity.clone();
+    let mut cell = s.backends.identity(None)?;
     let r = cell
         .login(s.backends.request(
             &ctx,
@@ -802,7 +802,7 @@ async fn refresh(
     ctx: Ctx,
     Json(b): Json<RefreshRequest>,
 ) -> GwResult<Response> {
-    let mut cell = s.backends.cell(None)?.identity.clone();
+    let mut cell = s.backends.identity(None)?;
     let r = cell
         .refresh_token(s.backends.request(
             &ctx,
@@ -823,7 +823,7 @@ async fn logout(
     ctx: Ctx,
     Json(b): Json<RefreshRequest>,
 ) -> GwResult<StatusCode> {
-    let mut cell = s.backends.cell(None)?.identity.clone();
+    let mut cell = s.backends.identity(None)?;
     cell.logout(s.backends.request(
         &ctx,
         pb::LogoutRequest {
@@ -1023,7 +1023,7 @@ async fn oauth_token(
 #[utoipa::path(get, path = "/.well-known/jwks.json", tag = "auth",
     responses((status = 200, description = "JSON Web Key Set", body = serde_json::Value), StdErrors))]
 pub async fn jwks(State(s): State<AppState>, ctx: Ctx) -> GwResult<Response> {
-    let mut cell = s.backends.cell(None)?.identity.clone();
+    let mut cell = s.backends.identity(None)?;
     let keys = cell
         .get_jwks(s.backends.request(&ctx, pb::GetJwksRequest {}))
         .await?
@@ -1048,7 +1048,7 @@ pub async fn jwks(State(s): State<AppState>, ctx: Ctx) -> GwResult<Response> {
 #[utoipa::path(get, path = "/me", tag = "identity", security(("bearer" = [])),
     responses((status = 200, description = "The caller", body = Me), StdErrors))]
 async fn me(State(s): State<AppState>, ctx: Ctx) -> GwResult<AJson<Me>> {
-    let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
+    let mut cell = s.backends.identity(ctx.tenant())?;
     let r = cell
         .get_me(s.backends.request(&ctx, pb::GetMeRequest {}))
         .await?
@@ -1083,7 +1083,7 @@ async fn list_users(
     Query(q): Query<ListParams>,
 ) -> GwResult<AJson<UserPage>> {
     let (page_size, page_token) = q.grpc()?;
-    let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
+    let mut cell = s.backends.identity(ctx.tenant())?;
     let r = cell
         .list_users(s.backends.request(
             &ctx,
@@ -1112,7 +1112,7 @@ async fn create_user(
     ctx: Ctx,
     Json(b): Json<CreateUserRequest>,
 ) -> GwResult<Response> {
-    let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
+    let mut cell = s.backends.identity(ctx.tenant())?;
     let u = cell
         .create_user(s.backends.request(
             &ctx,
@@ -1146,7 +1146,7 @@ async fn get_user(
     ctx: Ctx,
     Path(id): Path<String>,
 ) -> GwResult<Response> {
-    let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
+    let mut cell = s.backends.identity(ctx.tenant())?;
     let u = cell
         .get_user(s.backends.request(&ctx, pb::GetUserRequest { id }))
         .await?
@@ -1205,7 +1205,7 @@ async fn update_user(
     req.update_mask = Some(prost_types::FieldMask {
         paths: paths.into_iter().map(str::to_owned).collect(),
     });
-    let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
+    let mut cell = s.backends.identity(ctx.tenant())?;
     let u = cell
         .update_user(s.backends.request(&ctx, req))
         .await?
@@ -1224,7 +1224,7 @@ async fn list_teams(
     Query(q): Query<ListParams>,
 ) -> GwResult<AJson<TeamPage>> {
     let (page_size, page_token) = q.grpc()?;
-    let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
+    let mut cell = s.backends.identity(ctx.tenant())?;
     let r = cell
         .list_teams(s.backends.request(
             &ctx,
@@ -1253,7 +1253,7 @@ async fn create_team(
     ctx: Ctx,
     Json(b): Json<CreateTeamRequest>,
 ) -> GwResult<Response> {
-    let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
+    let mut cell = s.backends.identity(ctx.tenant())?;
     let t = cell
         .create_team(s.backends.request(
             &ctx,
@@ -1282,7 +1282,7 @@ async fn get_team(
     ctx: Ctx,
     Path(id): Path<String>,
 ) -> GwResult<Response> {
-    let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
+    let mut cell = s.backends.identity(ctx.tenant())?;
     let t = cell
         .get_team(s.backends.request(&ctx, pb::GetTeamRequest { id }))
         .await?
@@ -1303,7 +1303,7 @@ async fn add_member(
     ctx: Ctx,
     Path((id, user_id)): Path<(String, String)>,
 ) -> GwResult<AJson<Team>> {
-    let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
+    let mut cell = s.backends.identity(ctx.tenant())?;
     let t = cell
         .add_team_member(s.backends.request(
             &ctx,
@@ -1328,7 +1328,7 @@ async fn remove_member(
     ctx: Ctx,
     Path((id, user_id)): Path<(String, String)>,
 ) -> GwResult<StatusCode> {
-    let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
+    let mut cell = s.backends.identity(ctx.tenant())?;
     cell.remove_team_member(s.backends.request(
         &ctx,
         pb::RemoveTeamMemberRequest {
@@ -1349,7 +1349,7 @@ async fn list_roles(
     Query(q): Query<ListParams>,
 ) -> GwResult<AJson<RolePage>> {
     let (page_size, page_token) = q.grpc()?;
-    let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
+    let mut cell = s.backends.identity(ctx.tenant())?;
     let r = cell
         .list_roles(s.backends.request(
             &ctx,
@@ -1380,7 +1380,7 @@ async fn create_role(
 ) -> GwResult<Response> {
     let permissions = permissions_pb(b.permissions)?;
     let field_rules = rules_pb(b.field_rules.unwrap_or_default())?;
-    let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
+    let mut cell = s.backends.identity(ctx.tenant())?;
     let r = cell
         .create_role(s.backends.request(
             &ctx,
@@ -1413,7 +1413,7 @@ async fn get_role(
     ctx: Ctx,
     Path(id): Path<String>,
 ) -> GwResult<Response> {
-    let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
+    let mut cell = s.backends.identity(ctx.tenant())?;
     let r = cell
         .get_role(s.backends.request(&ctx, pb::GetRoleRequest { id }))
         .await?
@@ -1464,7 +1464,7 @@ async fn update_role(
     req.update_mask = Some(prost_types::FieldMask {
         paths: paths.into_iter().map(str::to_owned).collect(),
     });
-    let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
+    let mut cell = s.backends.identity(ctx.tenant())?;
     let r = cell
         .update_role(s.backends.request(&ctx, req))
         .await?
@@ -1483,7 +1483,7 @@ async fn list_api_clients(
     Query(q): Query<ListParams>,
 ) -> GwResult<AJson<ApiClientPage>> {
     let (page_size, page_token) = q.grpc()?;
-    let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
+    let mut cell = s.backends.identity(ctx.tenant())?;
     let r = cell
         .list_api_clients(s.backends.request(
             &ctx,
@@ -1510,7 +1510,7 @@ async fn create_api_client(
     ctx: Ctx,
     Json(b): Json<CreateApiClientRequest>,
 ) -> GwResult<Response> {
-    let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
+    let mut cell = s.backends.identity(ctx.tenant())?;
     let r = cell
         .create_api_client(s.backends.request(
             &ctx,
@@ -1546,7 +1546,7 @@ async fn delete_api_client(
     ctx: Ctx,
     Path(id): Path<String>,
 ) -> GwResult<StatusCode> {
-    let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
+    let mut cell = s.backends.identity(ctx.tenant())?;
     cell.delete_api_client(s.backends.request(&ctx, pb::DeleteApiClientRequest { id }))
         .await?;
     Ok(StatusCode::NO_CONTENT)
@@ -1565,7 +1565,7 @@ async fn list_security_events(
         cursor: q.cursor,
     }
     .grpc()?;
-    let mut cell = s.backends.cell(ctx.tenant())?.identity.clone();
+    let mut cell = s.backends.identity(ctx.tenant())?;
     let r = cell
         .list_security_events(s.backends.request(
             &ctx,
