@@ -78,7 +78,7 @@ pub fn render(res: Response, request_id: Option<&str>) -> Response {
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
     let err = match pending {
-        Some(p) => (*p.0).clone_shallow(),
+        Some(p) => (*p.0).clone(),
         None if (status.is_client_error() || status.is_server_error())
             && !is_problem
             && !keeps_own_body(&res) =>
@@ -132,22 +132,6 @@ fn fallback(status: StatusCode) -> ApiError {
             ApiError::new(ErrorCode::Unavailable, "service unavailable")
         }
         _ => ApiError::new(ErrorCode::Internal, "internal error"),
-    }
-}
-
-trait CloneShallow {
-    fn clone_shallow(&self) -> ApiError;
-}
-
-impl CloneShallow for ApiError {
-    fn clone_shallow(&self) -> ApiError {
-        ApiError {
-            code: self.code,
-            message: self.message.clone(),
-            fields: self.fields.clone(),
-            retry_after: self.retry_after,
-            metadata: self.metadata.clone(),
-        }
     }
 }
 

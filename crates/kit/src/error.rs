@@ -197,7 +197,7 @@ pub struct FieldViolation {
 }
 
 /// An error a caller can act on, or an opaque internal one.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 #[error("{code:?}: {message}")]
 pub struct ApiError {
     pub code: ErrorCode,
