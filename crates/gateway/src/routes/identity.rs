@@ -672,6 +672,16 @@ fn missing(what: &str) -> impl FnOnce() -> GwError + '_ {
     }
 }
 
+/// The fields a PATCH body names, as a gRPC update mask; a body naming none is refused.
+fn update_mask(paths: Vec<&str>) -> GwResult<prost_types::FieldMask> {
+    if paths.is_empty() {
+        return Err(ApiError::invalid("body", "names no field to change").into());
+    }
+    Ok(prost_types::FieldMask {
+        paths: paths.into_iter().map(str::to_owned).collect(),
+    })
+}
+
 /// A strong entity tag for a version.
 fn etag(version: i64) -> HeaderValue {
     HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
@@ -1199,12 +1209,7 @@ async fn update_user(
         paths.push("disabled");
         req.disabled = v;
     }
-    if paths.is_empty() {
-        return Err(ApiError::invalid("body", "names no field to change").into());
-    }
-    req.update_mask = Some(prost_types::FieldMask {
-        paths: paths.into_iter().map(str::to_owned).collect(),
-    });
+    req.update_mask = Some(update_mask(paths)?);
     let mut cell = s.backends.identity(ctx.tenant())?;
     let u = cell
         .update_user(s.backends.request(&ctx, req))
@@ -1458,12 +1463,7 @@ async fn update_role(
         paths.push("field_rules");
         req.field_rules = rules_pb(v)?;
     }
-    if paths.is_empty() {
-        return Err(ApiError::invalid("body", "names no field to change").into());
-    }
-    req.update_mask = Some(prost_types::FieldMask {
-        paths: paths.into_iter().map(str::to_owned).collect(),
-    });
+    req.update_mask = Some(update_mask(paths)?);
     let mut cell = s.backends.identity(ctx.tenant())?;
     let r = cell
         .update_role(s.backends.request(&ctx, req))
