@@ -220,7 +220,10 @@ pub fn router(
 /// Wraps the router in the cross-cutting layers.
 fn layered(router: Router, settings: &GatewaySettings) -> Router {
     let mut r = router
-        .layer(axum::middleware::from_fn(client_address))
+        .layer(from_fn_with_state(
+            Arc::new(settings.trusted_proxies.clone()),
+            client_address,
+        ))
         .layer(DefaultBodyLimit::max(settings.body_limit))
         .layer(TimeoutLayer::with_status_code(
             StatusCode::GATEWAY_TIMEOUT,

@@ -24,6 +24,8 @@ pub struct GatewaySettings {
     pub request_timeout: Duration,
     /// Allowed CORS origins; `*` allows any; empty disables CORS.
     pub cors_origins: Vec<String>,
+    /// Load balancers whose X-Forwarded-For is believed, to find the client's address.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Backend cells by name; `default` always exists.
     pub cells: HashMap<String, CellUrls>,
     /// Tenants served by a cell other than `default`.
@@ -96,6 +98,23 @@ impl GatewaySettings {
                 ));
             }
         }
+        let mut trusted_proxies = Vec::new();
+        for p in get("CRM_TRUSTED_PROXIES")
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+        {
+            let net = p
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| p.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+            match net {
+                Ok(n) => trusted_proxies.push(n),
+                Err(_) => errors.push(format!(
+                    "CRM_TRUSTED_PROXIES: {p:?} is not an IP address or CIDR range"
+                )),
+            }
+        }
         let mut cells = HashMap::new();
         cells.insert(
             "default".to_owned(),
@@ -143,6 +162,7 @@ impl GatewaySettings {
             body_limit,
             request_timeout,
             cors_origins,
+            trusted_proxies,
             cells,
             tenant_cells,
         })

@@ -26,15 +26,66 @@ use crate::{
     error::{GwError, render},
 };
 
-/// Records the client address for handlers and rate limits.
-pub async fn client_address(mut req: Request, next: Next) -> Response {
-    let addr = req
+/// Records the client address for handlers, rate limits and login throttling. Behind a
+/// trusted load balancer it is the right-most X-Forwarded-For entry no trusted proxy added;
+/// otherwise the peer of the connection (a client cannot choose its own address).
+pub async fn client_address(
+    State(trusted): State<Arc<Vec<ipnet::IpNet>>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let peer = req
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
+        .map(|c| c.0.ip());
+    let addr = peer
+        .map(|p| resolve_client(p, req.headers(), &trusted).to_string())
         .unwrap_or_default();
     req.extensions_mut().insert(ClientAddress(addr));
     next.run(req).await
+}
+
+fn resolve_client(
+    peer: std::net::IpAddr,
+    headers: &HeaderMap,
+    trusted: &[ipnet::IpNet],
+) -> std::net::IpAddr {
+    let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|n| n.contains(ip));
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let hops: Vec<std::net::IpAddr> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|h| h.trim().parse().ok())
+        .collect();
+    hops.into_iter()
+        .rev()
+        .find(|ip| !is_trusted(ip))
+        .unwrap_or(peer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarded_addresses_count_only_behind_trusted_proxies() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            "203.0.113.9, 198.51.100.7, 10.1.2.3".parse().unwrap(),
+        );
+        let lb: std::net::IpAddr = "10.0.0.1".parse().unwrap();
+        let outsider: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+        // The right-most address a trusted proxy did not add; earlier entries are the client's to forge.
+        assert_eq!(resolve_client(lb, &h, &trusted).to_string(), "198.51.100.7");
+        assert_eq!(resolve_client(outsider, &h, &trusted), outsider);
+        assert_eq!(resolve_client(lb, &HeaderMap::new(), &trusted), lb);
+    }
 }
 
 /// Verifies the bearer token and hands the caller to the handlers.

@@ -64,18 +64,21 @@ impl Drop for TestStack {
     fn drop(&mut self) {
         self.cancel.cancel();
         let url = self.admin_url.clone();
-        // Best effort, off the test's runtime, which is shutting down.
-        std::thread::spawn(move || {
+        // On a thread of its own (the test's runtime is shutting down), and waited for, so the
+        // database is gone before the test binary exits.
+        let dropped = std::thread::spawn(move || {
             if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {
                 rt.block_on(async {
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    let _ = admin::drop_database(&url).await;
+                    if let Err(e) = admin::drop_database(&url).await {
+                        eprintln!("cannot drop test database: {e}");
+                    }
                 });
             }
         });
+        let _ = dropped.join();
     }
 }
 
@@ -105,6 +108,9 @@ pub async fn spawn_with(opts: Options) -> TestStack {
         ("CRM_IDENTITY_GRPC_PORT".into(), "0".into()),
         ("CRM_IDENTITY_HTTP_PORT".into(), "0".into()),
         ("CRM_GATEWAY_HTTP_PORT".into(), "0".into()),
+        // The test client plays a load balancer, so each stack has its own client address
+        // and login throttling by address never spills from one test (or run) into another.
+        ("CRM_TRUSTED_PROXIES".into(), "127.0.0.1".into()),
     ]);
     for (k, v) in &opts.extra_env {
         env.insert((*k).to_owned(), v.clone());
@@ -145,12 +151,26 @@ pub async fn spawn_with(opts: Options) -> TestStack {
         root: format!("http://{addr}"),
         http: Client::builder()
             .timeout(Duration::from_secs(30))
+            .default_headers(forwarded_for())
             .build()
             .expect("client"),
         _db: db,
         admin_url,
         cancel,
     }
+}
+
+/// An X-Forwarded-For naming a random documentation-range address for this stack.
+fn forwarded_for() -> reqwest::header::HeaderMap {
+    let b = Uuid::new_v4().into_bytes();
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(
+        "x-forwarded-for",
+        format!("198.{}.{}.{}", 18 + (b[0] & 1), b[1], b[2])
+            .parse()
+            .expect("header value"),
+    );
+    h
 }
 
 /// A signed-up tenant's admin.
