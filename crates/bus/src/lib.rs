@@ -11,6 +11,7 @@ mod error;
 mod event;
 pub mod inprocess;
 pub mod outbox;
+pub mod probe;
 pub mod relay;
 mod trace;
 
@@ -19,4 +20,5 @@ pub use consumer::{Consumer, ConsumerOptions, Handler, HandlerError};
 pub use error::BusError;
 pub use event::{Event, EventData};
 pub use inprocess::InProcessBroker;
+pub use probe::Probe;
 pub use relay::Relay;

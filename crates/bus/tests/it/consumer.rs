@@ -38,7 +38,7 @@ async fn event_published_twice_is_processed_once() {
     assert_eq!(restarted.run_once().await.expect("nothing left"), 0);
 
     for copy in 0..2 {
-        let delivery = probe.next(Duration::from_secs(2)).await;
+        let delivery = probe.next(Duration::from_secs(2)).await.expect("probe");
         let delivery = delivery.unwrap_or_else(|| panic!("copy {copy} reached the exchange"));
         assert_eq!(
             delivery

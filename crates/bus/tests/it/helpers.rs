@@ -10,19 +10,17 @@ use std::{
 };
 
 use async_trait::async_trait;
-use crm_bus::{BusConfig, Consumer, ConsumerOptions, Event, Handler, HandlerError, Relay, outbox};
+use crm_bus::{
+    BusConfig, Consumer, ConsumerOptions, Event, Handler, HandlerError, Probe, Relay, outbox,
+};
 use crm_kit::{
     admin,
     db::{Db, TenantTx},
     ids::TenantId,
 };
 use lapin::{
-    Channel, Connection, ConnectionProperties, ExchangeKind,
-    message::Delivery,
-    options::{
-        BasicGetOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
-        QueueDeclareOptions, QueueDeleteOptions,
-    },
+    Channel, Connection, ConnectionProperties,
+    options::{ExchangeDeleteOptions, QueueDeclareOptions, QueueDeleteOptions},
     types::FieldTable,
 };
 use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
@@ -184,44 +182,12 @@ impl TestEnv {
 
     /// A queue bound to the events exchange with `pattern`, to see what the relay publishes.
     pub async fn probe(&self, pattern: &str) -> Probe {
-        let (conn, channel) = self.amqp().await;
-        channel
-            .exchange_declare(
-                self.bus.exchange().into(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..ExchangeDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("declare exchange");
-        let queue = format!("{}probe.{}", self.bus.prefix, Uuid::new_v4().simple());
-        channel
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions::durable(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("declare probe queue");
-        channel
-            .queue_bind(
-                queue.as_str().into(),
-                self.bus.exchange().into(),
-                pattern.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("bind probe queue");
-        self.queues.lock().expect("queue list").push(queue.clone());
-        Probe {
-            _conn: conn,
-            channel,
-            queue,
-        }
+        let probe = Probe::bind(&self.bus, pattern).await.expect("probe queue");
+        self.queues
+            .lock()
+            .expect("queue list")
+            .push(probe.queue().to_owned());
+        probe
     }
 
     /// Writes `event` to the outbox in its tenant's transaction and commits.
@@ -316,34 +282,6 @@ impl Drop for TestEnv {
             });
         });
         let _ = cleanup.join();
-    }
-}
-
-/// A test queue bound to the events exchange.
-pub struct Probe {
-    _conn: Connection,
-    pub channel: Channel,
-    pub queue: String,
-}
-
-impl Probe {
-    /// The next message, waiting up to `within`.
-    pub async fn next(&self, within: Duration) -> Option<Delivery> {
-        let deadline = Instant::now() + within;
-        loop {
-            let got = self
-                .channel
-                .basic_get(self.queue.as_str().into(), BasicGetOptions { no_ack: true })
-                .await
-                .expect("basic.get");
-            if let Some(message) = got {
-                return Some(message.delivery);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
     }
 }
 

@@ -30,6 +30,7 @@ async fn committed_change_is_published_with_its_envelope() {
     let delivery = probe
         .next(Duration::from_secs(5))
         .await
+        .expect("probe")
         .expect("event published");
     assert_eq!(delivery.routing_key.as_str(), "user.created");
     let props = &delivery.properties;
@@ -70,7 +71,11 @@ async fn committed_change_is_published_with_its_envelope() {
         .await;
     assert_eq!(unpublished, 0, "the row is marked published");
     assert!(
-        probe.next(Duration::from_millis(200)).await.is_none(),
+        probe
+            .next(Duration::from_millis(200))
+            .await
+            .expect("probe")
+            .is_none(),
         "published once"
     );
 }
@@ -96,6 +101,7 @@ async fn rolled_back_change_is_never_published() {
     let first = probe
         .next(Duration::from_secs(5))
         .await
+        .expect("probe")
         .expect("committed event published");
     assert_eq!(
         first
@@ -106,7 +112,11 @@ async fn rolled_back_change_is_never_published() {
         Some(committed.id.to_string())
     );
     assert!(
-        probe.next(Duration::from_millis(300)).await.is_none(),
+        probe
+            .next(Duration::from_millis(300))
+            .await
+            .expect("probe")
+            .is_none(),
         "nothing else published"
     );
 
@@ -163,7 +173,11 @@ async fn shutdown_flushes_committed_events() {
     cancel.cancel();
     env.relay().run(cancel).await.expect("relay exits cleanly");
     for event in &events {
-        let delivery = probe.next(Duration::from_secs(2)).await.expect("flushed");
+        let delivery = probe
+            .next(Duration::from_secs(2))
+            .await
+            .expect("probe")
+            .expect("flushed");
         assert_eq!(
             delivery
                 .properties
@@ -189,6 +203,7 @@ async fn relay_reconnects_after_its_connection_is_dropped() {
     probe
         .next(Duration::from_secs(5))
         .await
+        .expect("probe")
         .expect("first event published");
 
     let name = format!("{}relay-{SCHEMA}", env.bus.prefix);
@@ -203,6 +218,7 @@ async fn relay_reconnects_after_its_connection_is_dropped() {
     let delivery = probe
         .next(Duration::from_secs(10))
         .await
+        .expect("probe")
         .expect("published after reconnecting");
     assert_eq!(
         delivery

@@ -3,7 +3,7 @@
 use crm_proto::identity as pb;
 use tonic::Code;
 
-use crate::helpers::{authed, refused, spawn_app_with_bus};
+use crate::helpers::{authed, next_event, refused, spawn_app_with_bus};
 
 #[tokio::test]
 async fn a_created_user_is_published_and_a_refused_one_is_not() {
@@ -14,7 +14,7 @@ async fn a_created_user_is_published_and_a_refused_one_is_not() {
 
     let mut types = Vec::new();
     for _ in 0..2 {
-        let (key, event) = probe.next_event().await;
+        let (key, event) = next_event(&probe).await;
         assert_eq!(event["type"], key.as_str(), "routing key is the type");
         types.push(key);
     }
@@ -23,7 +23,7 @@ async fn a_created_user_is_published_and_a_refused_one_is_not() {
 
     let email = format!("new.hire@{}.example.com", a.slug());
     let user = app.create_user(a.token(), &email, "sales_rep", None).await;
-    let (key, event) = probe.next_event().await;
+    let (key, event) = next_event(&probe).await;
     assert_eq!(key, "user.created");
     assert_eq!(event["specversion"], "1.0");
     assert_eq!(event["source"], "crm/identity");
@@ -68,7 +68,7 @@ async fn a_created_user_is_published_and_a_refused_one_is_not() {
         .into_inner()
         .team
         .expect("team");
-    let (key, event) = probe.next_event().await;
+    let (key, event) = next_event(&probe).await;
     assert_eq!(key, "team.created", "{event}");
     assert_eq!(event["subject"], team.id.as_str());
     assert_eq!(

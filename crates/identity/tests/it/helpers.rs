@@ -5,22 +5,17 @@ use std::{
     collections::HashMap,
     net::SocketAddr,
     sync::{Mutex, Once},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use crm_bus::BusConfig;
+use crm_bus::{BusConfig, Probe};
 use crm_identity::keys::{KeyStore, SigningKey};
 use crm_kit::{ApiError, Cache, Config, Db, admin};
 use crm_proto::identity::{self as pb, identity_service_client::IdentityServiceClient};
 use lapin::{
-    Channel, Connection, ConnectionProperties, ExchangeKind,
-    message::Delivery,
-    options::{
-        BasicGetOptions, ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions,
-        QueueDeclareOptions, QueueDeleteOptions,
-    },
-    types::FieldTable,
+    Connection, ConnectionProperties,
+    options::{ExchangeDeleteOptions, QueueDeleteOptions},
 };
 use sea_orm::{
     ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement, Value,
@@ -470,53 +465,13 @@ impl TestApp {
     /// A queue bound to the events exchange with `pattern`, deleted with the app.
     pub async fn probe(&self, pattern: &str) -> Probe {
         let bus = self.bus.as_ref().expect("the app was spawned with a bus");
-        let props = ConnectionProperties::default()
-            .with_connection_name(format!("{}probe", bus.prefix).into());
-        let conn = Connection::connect(&bus.amqp_url, props)
-            .await
-            .expect("connect to rabbitmq");
-        let channel = conn.create_channel().await.expect("amqp channel");
-        channel
-            .exchange_declare(
-                bus.exchange().into(),
-                ExchangeKind::Topic,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..ExchangeDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await
-            .expect("declare the events exchange");
-        let queue = format!("{}probe.{}", bus.prefix, Uuid::new_v4().simple());
-        channel
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions::durable(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("declare the probe queue");
+        let probe = Probe::bind(bus, pattern).await.expect("probe queue");
         self.cleanup
             .lock()
             .expect("cleanup list")
             .queues
-            .push(queue.clone());
-        channel
-            .queue_bind(
-                queue.as_str().into(),
-                bus.exchange().into(),
-                pattern.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("bind the probe queue");
-        Probe {
-            _conn: conn,
-            channel,
-            queue,
-        }
+            .push(probe.queue().to_owned());
+        probe
     }
 }
 
@@ -611,42 +566,15 @@ async fn scan(conn: &mut redis::aio::MultiplexedConnection, pattern: &str) -> Ve
     }
 }
 
-/// A test queue bound to the events exchange.
-pub struct Probe {
-    _conn: Connection,
-    pub channel: Channel,
-    pub queue: String,
-}
-
-impl Probe {
-    /// The next message, waiting up to `within`.
-    pub async fn next(&self, within: Duration) -> Option<Delivery> {
-        let deadline = Instant::now() + within;
-        loop {
-            let got = self
-                .channel
-                .basic_get(self.queue.as_str().into(), BasicGetOptions { no_ack: true })
-                .await
-                .expect("basic.get");
-            if let Some(message) = got {
-                return Some(message.delivery);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// The next event as JSON, with its routing key; fails the test after [`PATIENCE`].
-    pub async fn next_event(&self) -> (String, serde_json::Value) {
-        let d = self
-            .next(PATIENCE)
-            .await
-            .expect("an event within the bounded wait");
-        let body = serde_json::from_slice(&d.data).expect("event body is json");
-        (d.routing_key.as_str().to_owned(), body)
-    }
+/// The next event as JSON, with its routing key; fails the test after [`PATIENCE`].
+pub async fn next_event(probe: &Probe) -> (String, serde_json::Value) {
+    let d = probe
+        .next(PATIENCE)
+        .await
+        .expect("probe")
+        .expect("an event within the bounded wait");
+    let body = serde_json::from_slice(&d.data).expect("event body is json");
+    (d.routing_key.as_str().to_owned(), body)
 }
 
 /// `GET {base}{path}` over a plain HTTP/1.0 connection: (status, body).
