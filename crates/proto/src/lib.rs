@@ -14,6 +14,11 @@ pub mod crm {
             tonic::include_proto!("crm.identity.v1");
         }
     }
+    pub mod accounts {
+        pub mod v1 {
+            tonic::include_proto!("crm.accounts.v1");
+        }
+    }
     pub mod events {
         pub mod v1 {
             tonic::include_proto!("crm.events.v1");
@@ -21,4 +26,4 @@ pub mod crm {
     }
 }
 
-pub use crm::{events::v1 as events, identity::v1 as identity};
+pub use crm::{accounts::v1 as accounts, events::v1 as events, identity::v1 as identity};
