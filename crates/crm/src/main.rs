@@ -144,7 +144,27 @@ async fn up(mut config: Config, demo: bool, embedded: bool) -> anyhow::Result<()
         identity_addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
     }
     config.identity_url = format!("http://{identity_addr}");
-    let settings = crm_gateway::GatewaySettings::from_env(&config.identity_url)?;
+    let webhooks = crm_webhook_delivery::Application::build(
+        &config,
+        crm_webhook_delivery::WebhookSettings::from_env(config.env)?,
+        crm_webhook_delivery::Deps {
+            db: db.clone(),
+            bus: Some(bus.clone()),
+        },
+    )
+    .await?;
+    let mut webhooks_addr = webhooks.grpc_addr()?;
+    if webhooks_addr.ip().is_unspecified() {
+        webhooks_addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    println!(
+        "webhook-delivery: gRPC http://{webhooks_addr}  HTTP http://{} (/livez /readyz /metrics)",
+        webhooks.http_addr()?
+    );
+    let mut settings = crm_gateway::GatewaySettings::from_env(&config.identity_url)?;
+    if let Some(cell) = settings.cells.get_mut("default") {
+        cell.webhooks = format!("http://{webhooks_addr}");
+    }
     let gateway = crm_gateway::Application::build(&config, settings, cache.clone()).await?;
     let gateway_addr = gateway.addr()?;
     let cancel = CancellationToken::new();
@@ -152,11 +172,12 @@ async fn up(mut config: Config, demo: bool, embedded: bool) -> anyhow::Result<()
     let services = tokio::spawn({
         let cancel = cancel.clone();
         async move {
-            let (i, g) = tokio::join!(
+            let (i, g, w) = tokio::join!(
                 identity.run_until_stopped(cancel.clone()),
-                gateway.run_until_stopped(cancel.clone())
+                gateway.run_until_stopped(cancel.clone()),
+                webhooks.run_until_stopped(cancel.clone())
             );
-            i.and(g)
+            i.and(g).and(w)
         }
     });
     println!("gateway: http://{gateway_addr}/api/v1 (docs: http://{gateway_addr}/api/v1/docs)");

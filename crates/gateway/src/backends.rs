@@ -5,7 +5,10 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use axum::{extract::FromRequestParts, http::request::Parts};
 use crm_kit::{ApiError, Caller, TenantId};
-use crm_proto::identity::identity_service_client::IdentityServiceClient;
+use crm_proto::{
+    identity::identity_service_client::IdentityServiceClient,
+    webhooks::webhook_service_client::WebhookServiceClient,
+};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::{config::GatewaySettings, error::GwError};
@@ -14,6 +17,7 @@ use crate::{config::GatewaySettings, error::GwError};
 #[derive(Clone)]
 pub struct Cell {
     pub identity: IdentityServiceClient<Channel>,
+    pub webhooks: WebhookServiceClient<Channel>,
 }
 
 /// Every cell, and which tenant lives where.
@@ -45,6 +49,10 @@ impl Backends {
                         &urls.identity,
                         settings.request_timeout,
                     )?),
+                    webhooks: WebhookServiceClient::new(channel(
+                        &urls.webhooks,
+                        settings.request_timeout,
+                    )?),
                 },
             );
         }
@@ -74,6 +82,12 @@ impl Backends {
     ) -> Result<crm_proto::identity::identity_service_client::IdentityServiceClient<Channel>, GwError>
     {
         Ok(self.cell(tenant)?.identity.clone())
+    }
+
+    /// A client of the webhook service in the tenant's cell (the default cell when no
+    /// tenant is known: inbound webhooks).
+    pub fn webhooks(&self, tenant: Option<TenantId>) -> Result<WebhookServiceClient<Channel>, GwError> {
+        Ok(self.cell(tenant)?.webhooks.clone())
     }
 
     /// Builds a gRPC request carrying the context of the REST request.

@@ -36,6 +36,8 @@ pub struct GatewaySettings {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CellUrls {
     pub identity: String,
+    /// The webhook-delivery service (`CRM_WEBHOOKS_URL`, `CRM_CELL_<NAME>_WEBHOOKS_URL`).
+    pub webhooks: String,
 }
 
 impl GatewaySettings {
@@ -120,6 +122,7 @@ impl GatewaySettings {
             "default".to_owned(),
             CellUrls {
                 identity: identity_url.to_owned(),
+                webhooks: service_url(&get, &mut errors, "CRM_WEBHOOKS_URL", "http://127.0.0.1:50056"),
             },
         );
         let mut tenant_cells = HashMap::new();
@@ -141,7 +144,12 @@ impl GatewaySettings {
                     );
                     match get(&var) {
                         Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
-                            cells.insert(cell.clone(), CellUrls { identity: url });
+                            let webhooks_var = format!(
+                                "CRM_CELL_{}_WEBHOOKS_URL",
+                                cell.to_uppercase().replace('-', "_")
+                            );
+                            let webhooks = service_url(&get, &mut errors, &webhooks_var, "");
+                            cells.insert(cell.clone(), CellUrls { identity: url, webhooks });
                         }
                         Some(url) => errors.push(format!("{var}: not an http(s) URL: {url:?}")),
                         None => errors.push(format!(
@@ -169,6 +177,27 @@ impl GatewaySettings {
     }
 }
 
+/// An http(s) URL from `var`, or `default` when unset; no default makes it required.
+fn service_url(
+    get: &impl Fn(&str) -> Option<String>,
+    errors: &mut Vec<String>,
+    var: &str,
+    default: &str,
+) -> String {
+    match get(var) {
+        Some(url) if url.starts_with("http://") || url.starts_with("https://") => url,
+        Some(url) => {
+            errors.push(format!("{var}: not an http(s) URL: {url:?}"));
+            default.to_owned()
+        }
+        None if default.is_empty() => {
+            errors.push(format!("{var}: required for every cell named in CRM_TENANT_CELLS"));
+            String::new()
+        }
+        None => default.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -185,11 +214,17 @@ mod tests {
                 "CRM_CELL_BIG_IDENTITY_URL".to_owned(),
                 "http://big:50051".to_owned(),
             ),
+            (
+                "CRM_CELL_BIG_WEBHOOKS_URL".to_owned(),
+                "http://big:50056".to_owned(),
+            ),
         ]
         .into();
         let s = GatewaySettings::from_map(&vars, "http://id:1").unwrap();
         assert_eq!(s.tenant_cells[&t], "big");
         assert_eq!(s.cells["big"].identity, "http://big:50051");
+        assert_eq!(s.cells["big"].webhooks, "http://big:50056");
+        assert_eq!(s.cells["default"].webhooks, "http://127.0.0.1:50056");
         let vars: HashMap<String, String> =
             [("CRM_TENANT_CELLS".to_owned(), format!("{t}=nowhere"))].into();
         let err = GatewaySettings::from_map(&vars, "http://id:1")
