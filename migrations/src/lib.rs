@@ -7,6 +7,7 @@ use sea_orm_migration::{
     sea_orm::{ConnectionTrait, Database, DbErr},
 };
 
+pub mod accounts;
 pub mod identity;
 pub mod webhooks;
 
@@ -22,6 +23,7 @@ pub async fn migrate_all(admin_url: &str, runtime_role: &str) -> anyhow::Result<
     let db = Database::connect(admin_url).await?;
     ensure_roles(&db, runtime_role).await?;
     identity::Migrator::up(&db, None).await?;
+    accounts::Migrator::up(&db, None).await?;
     webhooks::Migrator::up(&db, None).await?;
     db.close().await?;
     Ok(())
@@ -53,4 +55,17 @@ pub async fn ensure_roles<C: ConnectionTrait>(db: &C, runtime_role: &str) -> Res
     );
     retry_concurrent(|| db.execute_unprepared(&login)).await?;
     Ok(())
+}
+
+/// Row-level security on one tenant table: enabled, forced on the owner too, and one policy
+/// on the transaction's tenant setting.
+pub(crate) fn tenant_rls(schema: &str, table: &str, column: &str) -> String {
+    format!(
+        "ALTER TABLE {schema}.{table} ENABLE ROW LEVEL SECURITY;
+         ALTER TABLE {schema}.{table} FORCE ROW LEVEL SECURITY;
+         DROP POLICY IF EXISTS tenant_isolation ON {schema}.{table};
+         CREATE POLICY tenant_isolation ON {schema}.{table}
+           USING ({column} = NULLIF(current_setting('app.tenant_id', true), '')::uuid)
+           WITH CHECK ({column} = NULLIF(current_setting('app.tenant_id', true), '')::uuid);"
+    )
 }

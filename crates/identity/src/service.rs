@@ -236,6 +236,9 @@ pub struct Effective {
     pub grants: Vec<Grant>,
     pub field_rules: Vec<FieldRule>,
     pub team_ids: Vec<Uuid>,
+    /// Every member of the teams, the subject included.
+    #[serde(default)]
+    pub team_member_ids: Vec<Uuid>,
 }
 
 impl Effective {
@@ -247,6 +250,7 @@ impl Effective {
             team_ids: self.team_ids.iter().map(Uuid::to_string).collect(),
             permissions: self.grants.iter().map(grant_pb).collect(),
             field_rules: self.field_rules.iter().map(rule_pb).collect(),
+            team_member_user_ids: self.team_member_ids.iter().map(Uuid::to_string).collect(),
         }
     }
 }
@@ -489,11 +493,16 @@ impl Identity {
         let Some(role) = store::role_by_key(tx, &role_key).await? else {
             return Ok(None);
         };
+        let mut team_member_ids = store::team_member_ids(tx, &teams).await?;
+        if !is_client && !team_member_ids.contains(&subject) {
+            team_member_ids.push(subject);
+        }
         Ok(Some(Effective {
             role: role.key.clone(),
             grants: role.grants(),
             field_rules: role.rules(),
             team_ids: teams,
+            team_member_ids,
         }))
     }
 
@@ -1837,6 +1846,77 @@ impl Identity {
     }
 }
 
+/// Security events other services record for their callers.
+const RECORDABLE_ACTIONS: &[&str] = &[
+    "bulk_assign_owner",
+    "bulk_delete",
+    "bulk_move_stage",
+    "exported",
+];
+
+impl Identity {
+    /// Records a security event with the caller as actor.
+    pub async fn record_security_event(
+        &self,
+        caller: &Caller,
+        r: pb::RecordSecurityEventRequest,
+    ) -> ApiResult<pb::SecurityEvent> {
+        let mut v = Violations::new();
+        let known = r.kind.split_once('.').is_some_and(|(object, action)| {
+            permissions::OBJECT_TYPES.contains(&object) && RECORDABLE_ACTIONS.contains(&action)
+        });
+        v.check(
+            !known,
+            "kind",
+            "must be <object type>.<bulk_assign_owner|bulk_delete|bulk_move_stage|exported>",
+        );
+        v.check(
+            r.detail_json.len() > 64 * 1024,
+            "detail_json",
+            "must be at most 64 KiB",
+        );
+        let detail = if r.detail_json.is_empty() {
+            serde_json::json!({})
+        } else {
+            match serde_json::from_str::<serde_json::Value>(&r.detail_json) {
+                Ok(d) if d.is_object() => d,
+                _ => {
+                    v.add("detail_json", "must be a JSON object");
+                    serde_json::Value::Null
+                }
+            }
+        };
+        v.text("client_address", &r.client_address);
+        v.check(
+            r.client_address.len() > 100,
+            "client_address",
+            "must be at most 100 characters",
+        );
+        v.finish()?;
+        let tx = self.tx(caller.tenant).await?;
+        let address = (!r.client_address.is_empty()).then_some(r.client_address.as_str());
+        let id = store::record_security(
+            &tx,
+            &r.kind,
+            Some(caller.subject),
+            None,
+            address,
+            detail.clone(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(pb::SecurityEvent {
+            id: id.to_string(),
+            kind: r.kind,
+            actor_id: caller.subject.to_string(),
+            subject_id: String::new(),
+            client_address: r.client_address,
+            detail_json: detail.to_string(),
+            create_time: ts(Utc::now()),
+        })
+    }
+}
+
 fn client_pb(c: &store::ApiClientRow) -> pb::ApiClient {
     pb::ApiClient {
         id: c.id.to_string(),
@@ -2065,5 +2145,17 @@ impl IdentityService for Identity {
         Ok(Response::new(
             Identity::list_security_events(self, &c, req.into_inner()).await?,
         ))
+    }
+
+    async fn record_security_event(
+        &self,
+        req: Request<pb::RecordSecurityEventRequest>,
+    ) -> R<pb::RecordSecurityEventResponse> {
+        let c = caller(&req)?;
+        Ok(Response::new(pb::RecordSecurityEventResponse {
+            security_event: Some(
+                Identity::record_security_event(self, &c, req.into_inner()).await?,
+            ),
+        }))
     }
 }

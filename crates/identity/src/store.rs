@@ -697,6 +697,24 @@ pub async fn touch_api_client(tx: &TenantTx, id: Uuid) -> Result<(), DbErr> {
     Ok(())
 }
 
+/// Every member of the given teams (what a team scope reaches).
+pub async fn team_member_ids(tx: &TenantTx, teams: &[Uuid]) -> Result<Vec<Uuid>, DbErr> {
+    if teams.is_empty() {
+        return Ok(vec![]);
+    }
+    let rows = tx
+        .conn()
+        .query_all_raw(stmt(
+            "SELECT DISTINCT user_id FROM identity.team_members WHERE tenant_id = $1 AND team_id = ANY($2) \
+             ORDER BY user_id",
+            [t(tx), teams.to_vec().into()],
+        ))
+        .await?;
+    rows.iter()
+        .map(|r| r.try_get::<Uuid>("", "user_id"))
+        .collect()
+}
+
 /// Appends a security event.
 pub async fn record_security(
     tx: &TenantTx,
@@ -705,14 +723,15 @@ pub async fn record_security(
     subject: Option<Uuid>,
     client_address: Option<&str>,
     detail: serde_json::Value,
-) -> Result<(), DbErr> {
+) -> Result<Uuid, DbErr> {
+    let id = Uuid::now_v7();
     tx.conn()
         .execute_raw(stmt(
             "INSERT INTO identity.security_events (tenant_id, id, kind, actor_id, subject_id, client_address, detail) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
             [
                 t(tx),
-                Uuid::now_v7().into(),
+                id.into(),
                 kind.into(),
                 actor.into(),
                 subject.into(),
@@ -721,7 +740,7 @@ pub async fn record_security(
             ],
         ))
         .await?;
-    Ok(())
+    Ok(id)
 }
 
 pub async fn list_security_events(

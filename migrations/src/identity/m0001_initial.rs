@@ -13,16 +13,8 @@ impl MigrationName for Migration {
     }
 }
 
-/// Every tenant table: row-level security forced on the owner too, one policy on the tenant setting.
 fn tenant_rls(table: &str, column: &str) -> String {
-    format!(
-        "ALTER TABLE identity.{table} ENABLE ROW LEVEL SECURITY;
-         ALTER TABLE identity.{table} FORCE ROW LEVEL SECURITY;
-         DROP POLICY IF EXISTS tenant_isolation ON identity.{table};
-         CREATE POLICY tenant_isolation ON identity.{table}
-           USING ({column} = NULLIF(current_setting('app.tenant_id', true), '')::uuid)
-           WITH CHECK ({column} = NULLIF(current_setting('app.tenant_id', true), '')::uuid);"
-    )
+    crate::tenant_rls("identity", table, column)
 }
 
 // The trait's signature elides the lifetime of SchemaManager; matching it needs the elision.

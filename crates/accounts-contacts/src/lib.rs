@@ -1,0 +1,13 @@
+//! The accounts and contacts service: accounts, contacts, the links between them and
+//! per-tenant custom fields, with permissions from identity (crm.accounts.v1).
+//! `Application` builds and runs it; `crm up` and the `crm-accounts-contacts` binary share it.
+
+pub mod access;
+pub mod app;
+pub mod custom;
+pub mod filter;
+pub mod service;
+pub mod store;
+
+pub use app::{Application, Deps};
+pub use service::Accounts;

@@ -1,0 +1,453 @@
+//! Lists: keyset pages that return every row exactly once while rows are inserted, sorts,
+//! filters, partial text, cursors bound to the tenant and the query; custom fields.
+
+use std::collections::HashSet;
+
+use serde_json::{Value, json};
+
+use crate::helpers::{fields, problem, s, spawn};
+
+#[tokio::test]
+async fn paging_returns_every_row_once_while_rows_are_inserted() {
+    let st = spawn().await;
+    let admin = st.signup().await;
+    let mut expected = HashSet::new();
+    for i in 0..45 {
+        let c = st
+            .create(
+                &admin,
+                "/contacts",
+                json!({"firstName": "F", "lastName": format!("L{:02}", i % 7)}),
+            )
+            .await;
+        expected.insert(s(&c, "id"));
+    }
+    for (sort, order) in [
+        ("created_at", "asc"),
+        ("last_name", "asc"),
+        ("updated_at", "desc"),
+        ("last_name", "desc"),
+    ] {
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        let mut inserted = 0;
+        loop {
+            let mut url = format!("/contacts?limit=7&sort={sort}&order={order}");
+            if let Some(c) = &cursor {
+                url.push_str(&format!("&cursor={c}"));
+            }
+            let b: Value = st
+                .get(&admin, &url)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            let items = b["items"].as_array().unwrap();
+            assert!(items.len() <= 7);
+            seen.extend(items.iter().map(|c| s(c, "id")));
+            // Rows arrive between pages; they may or may not show, but nothing shows twice
+            // and nothing that existed before is skipped.
+            if inserted < 3 {
+                st.create(
+                    &admin,
+                    "/contacts",
+                    json!({"firstName": "New", "lastName": "L03"}),
+                )
+                .await;
+                inserted += 1;
+            }
+            match b["nextCursor"].as_str() {
+                Some(c) => cursor = Some(c.to_owned()),
+                None => break,
+            }
+        }
+        let unique: HashSet<&String> = seen.iter().collect();
+        assert_eq!(unique.len(), seen.len(), "{sort} {order}: a row came twice");
+        for id in &expected {
+            assert!(unique.contains(id), "{sort} {order}: {id} was skipped");
+        }
+        let page: Value = st
+            .get(
+                &admin,
+                &format!("/contacts?limit=200&sort={sort}&order={order}"),
+            )
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let keys: Vec<String> = page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                if sort == "last_name" {
+                    s(c, "lastName")
+                } else {
+                    s(c, "updatedAt")
+                }
+            })
+            .collect();
+        let mut sorted = keys.clone();
+        sorted.sort();
+        if order == "desc" {
+            sorted.reverse();
+        }
+        assert_eq!(keys, sorted, "{sort} {order}");
+        for c in page["items"].as_array().unwrap() {
+            expected.insert(s(c, "id"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn cursors_are_bound_to_tenant_and_query() {
+    let st = spawn().await;
+    let a = st.signup().await;
+    let b = st.signup().await;
+    for i in 0..3 {
+        st.create(
+            &a,
+            "/contacts",
+            json!({"firstName": "A", "lastName": format!("{i}")}),
+        )
+        .await;
+    }
+    let page: Value = st
+        .get(&a, "/contacts?limit=1")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cursor = s(&page, "nextCursor");
+    assert_eq!(
+        st.get(&a, &format!("/contacts?limit=1&cursor={cursor}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let p = problem(
+        st.get(
+            &a,
+            &format!("/contacts?limit=1&sort=last_name&cursor={cursor}"),
+        )
+        .send()
+        .await
+        .unwrap(),
+        400,
+        "INVALID_CURSOR",
+    )
+    .await;
+    assert_eq!(fields(&p), ["cursor"], "another query");
+    problem(
+        st.get(&b, &format!("/contacts?limit=1&cursor={cursor}"))
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "INVALID_CURSOR",
+    )
+    .await;
+    let mut tampered = cursor.clone().into_bytes();
+    tampered[3] = if tampered[3] == b'A' { b'B' } else { b'A' };
+    let tampered = String::from_utf8(tampered).unwrap();
+    problem(
+        st.get(&a, &format!("/contacts?limit=1&cursor={tampered}"))
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "INVALID_CURSOR",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn filters_and_partial_text() {
+    let st = spawn().await;
+    let admin = st.signup().await;
+    let rep = st.user(&admin, "sales_rep").await;
+    let acme = s(
+        &st.create(&admin, "/accounts", json!({"name": "Acme Rockets"}))
+            .await,
+        "id",
+    );
+    st.create(&admin, "/contacts", json!({"firstName": "Anastasia", "lastName": "Romanova", "email": "ana@acme.example", "accountId": acme})).await;
+    st.create(
+        &admin,
+        "/contacts",
+        json!({"firstName": "John", "lastName": "Smith", "email": "john@smith.example"}),
+    )
+    .await;
+    st.create(
+        &admin,
+        "/contacts",
+        json!({"firstName": "Zoë", "lastName": "Ångström", "ownerUserId": rep.id}),
+    )
+    .await;
+    let names = |items: Vec<Value>| -> Vec<String> {
+        let mut v: Vec<String> = items.iter().map(|c| s(c, "firstName")).collect();
+        v.sort();
+        v
+    };
+    assert_eq!(
+        names(st.all(&admin, "/contacts?q=nast").await),
+        ["Anastasia"]
+    );
+    assert_eq!(
+        names(st.all(&admin, "/contacts?q=SMITH.EX").await),
+        ["John"],
+        "e-mail, any case"
+    );
+    assert_eq!(names(st.all(&admin, "/contacts?q=ångs").await), ["Zoë"]);
+    assert_eq!(
+        names(st.all(&admin, "/contacts?q=100%25").await),
+        Vec::<String>::new(),
+        "% is literal"
+    );
+    assert_eq!(
+        names(st.all(&admin, &format!("/contacts?accountId={acme}")).await),
+        ["Anastasia"]
+    );
+    assert_eq!(
+        names(
+            st.all(&admin, &format!("/contacts?ownerUserId={}", rep.id))
+                .await
+        ),
+        ["Zoë"]
+    );
+    assert_eq!(
+        names(
+            st.all(
+                &admin,
+                "/contacts?filter=last_name%20%3E%3D%20%22R%22%20AND%20NOT%20email%3A%22acme%22"
+            )
+            .await
+        ),
+        ["John"]
+    );
+    assert_eq!(
+        names(
+            st.all(&admin, "/accounts?q=rocket")
+                .await
+                .into_iter()
+                .map(|a| json!({"firstName": a["name"]}))
+                .collect()
+        ),
+        ["Acme Rockets"]
+    );
+    let p = problem(
+        st.get(&admin, "/contacts?filter=last_name%20%3D")
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert_eq!(fields(&p), ["filter"]);
+    let long = "x".repeat(201);
+    let p = problem(
+        st.get(&admin, &format!("/contacts?q={long}"))
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert_eq!(fields(&p), ["q"]);
+}
+
+#[tokio::test]
+async fn custom_fields_are_validated_filtered_and_sorted() {
+    let st = spawn().await;
+    let admin = st.signup().await;
+    let tier = st
+        .create(
+            &admin,
+            "/custom-fields",
+            json!({"objectType": "contact", "key": "tier", "label": "Tier", "type": "select", "options": ["gold", "silver"]}),
+        )
+        .await;
+    assert_eq!(tier["type"], "select");
+    st.create(
+        &admin,
+        "/custom-fields",
+        json!({"objectType": "contact", "key": "score", "label": "Score", "type": "number"}),
+    )
+    .await;
+    st.create(
+        &admin,
+        "/custom-fields",
+        json!({"objectType": "contact", "key": "renewal", "label": "Renewal", "type": "date", "required": false}),
+    )
+    .await;
+    for (body, field) in [
+        (
+            json!({"objectType": "contact", "key": "tier", "label": "Again", "type": "text"}),
+            "key",
+        ),
+        (
+            json!({"objectType": "lamp", "key": "x", "label": "X", "type": "text"}),
+            "objectType",
+        ),
+        (
+            json!({"objectType": "contact", "key": "Bad-Key", "label": "X", "type": "text"}),
+            "key",
+        ),
+        (
+            json!({"objectType": "contact", "key": "opts", "label": "X", "type": "select"}),
+            "options",
+        ),
+        (
+            json!({"objectType": "contact", "key": "t", "label": "X", "type": "colour"}),
+            "type",
+        ),
+    ] {
+        let res = st
+            .post(&admin, "/custom-fields", body.clone())
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let p: Value = res.json().await.unwrap();
+        assert!(status == 400 || status == 409, "{body}: {status} {p}");
+        assert!(fields(&p).iter().any(|f| f == field), "{body} → {p}");
+    }
+
+    let mk =
+        |first: &str, custom: Value| json!({"firstName": first, "lastName": "X", "custom": custom});
+    st.create(
+        &admin,
+        "/contacts",
+        mk(
+            "Gold",
+            json!({"tier": "gold", "score": 90, "renewal": "2027-01-31"}),
+        ),
+    )
+    .await;
+    st.create(
+        &admin,
+        "/contacts",
+        mk("Silver", json!({"tier": "silver", "score": 40.5})),
+    )
+    .await;
+    st.create(&admin, "/contacts", mk("None", json!({}))).await;
+    for (custom, field) in [
+        (json!({"tier": "bronze"}), "custom.tier"),
+        (json!({"score": "high"}), "custom.score"),
+        (json!({"renewal": "31/01/2027"}), "custom.renewal"),
+        (json!({"color": "red"}), "custom.color"),
+    ] {
+        let p = problem(
+            st.post(&admin, "/contacts", mk("Bad", custom.clone()))
+                .send()
+                .await
+                .unwrap(),
+            400,
+            "VALIDATION_FAILED",
+        )
+        .await;
+        assert_eq!(fields(&p), [field], "{custom}");
+    }
+    let names =
+        |items: Vec<Value>| -> Vec<String> { items.iter().map(|c| s(c, "firstName")).collect() };
+    assert_eq!(
+        names(
+            st.all(&admin, "/contacts?filter=custom.tier%20%3D%20%22gold%22")
+                .await
+        ),
+        ["Gold"]
+    );
+    assert_eq!(
+        names(
+            st.all(&admin, "/contacts?filter=custom.score%20%3E%2050")
+                .await
+        ),
+        ["Gold"]
+    );
+    assert_eq!(
+        names(
+            st.all(&admin, "/contacts?sort=custom.score&order=desc&limit=1")
+                .await
+                .into_iter()
+                .take(3)
+                .collect()
+        ),
+        ["Gold", "Silver", "None"]
+    );
+    assert_eq!(
+        names(
+            st.all(&admin, "/contacts?sort=custom.score&order=asc&limit=2")
+                .await
+        ),
+        ["None", "Silver", "Gold"]
+    );
+
+    // A required field is enforced on the next write; deleting a definition drops its values.
+    let id = s(&tier, "id");
+    let res = st
+        .patch(
+            &admin,
+            &format!("/custom-fields/{id}"),
+            json!({"required": true}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let p = problem(
+        st.post(&admin, "/contacts", mk("NoTier", json!({})))
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert_eq!(fields(&p), ["custom.tier"]);
+    assert_eq!(
+        st.delete(&admin, &format!("/custom-fields/{id}"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    let gold = st
+        .all(&admin, "/contacts?filter=custom.score%20%3E%2050")
+        .await;
+    assert!(gold[0]["custom"].get("tier").is_none(), "{}", gold[0]);
+    let p = problem(
+        st.get(&admin, "/contacts?filter=custom.tier%20%3D%20%22gold%22")
+            .send()
+            .await
+            .unwrap(),
+        400,
+        "VALIDATION_FAILED",
+    )
+    .await;
+    assert_eq!(fields(&p), ["filter"]);
+    let rep = st.user(&admin, "sales_rep").await;
+    problem(
+        st.post(
+            &rep,
+            "/custom-fields",
+            json!({"objectType": "contact", "key": "x", "label": "X", "type": "text"}),
+        )
+        .send()
+        .await
+        .unwrap(),
+        403,
+        "PERMISSION_DENIED",
+    )
+    .await;
+}

@@ -1,0 +1,19 @@
+//! The accounts schema: accounts, contacts, their links and custom field definitions.
+
+use sea_orm_migration::prelude::*;
+
+mod m0001_initial;
+
+/// Migrates the `accounts` schema.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migration_table_name() -> DynIden {
+        Alias::new("seaql_migrations_accounts").into_iden()
+    }
+
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m0001_initial::Migration)]
+    }
+}
