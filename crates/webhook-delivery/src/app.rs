@@ -42,7 +42,7 @@ pub struct Deps {
 /// A built, bound, not yet running webhook service.
 pub struct Application {
     webhooks: Webhooks,
-    worker: Worker,
+    worker: Option<Worker>,
     consumer: Option<Consumer>,
     verifier: Arc<TokenVerifier>,
     deps: Deps,
@@ -101,7 +101,7 @@ impl Application {
         };
         Ok(Self {
             webhooks,
-            worker,
+            worker: Some(worker),
             consumer,
             verifier,
             deps,
@@ -119,6 +119,12 @@ impl Application {
     /// The bound HTTP address.
     pub fn http_addr(&self) -> std::io::Result<SocketAddr> {
         self.http.local_addr()
+    }
+
+    /// Takes the delivery worker out, to run it on its own (tests stop and restart it);
+    /// `run_until_stopped` then runs everything else.
+    pub fn take_worker(&mut self) -> Option<Worker> {
+        self.worker.take()
     }
 
     /// Serves gRPC and HTTP, consumes events, relays the outbox and sends webhooks until
@@ -150,7 +156,12 @@ impl Application {
                 None => Ok(()),
             }
         };
-        let worker = self.worker.run(cancel.clone());
+        let worker = async {
+            match self.worker {
+                Some(w) => w.run(cancel.clone()).await,
+                None => Ok(()),
+            }
+        };
         let (g, h, r, c, w) = tokio::join!(grpc, http, relay, consumer, worker);
         g?;
         h?;
