@@ -36,7 +36,7 @@ pub struct GatewaySettings {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CellUrls {
     pub identity: String,
-    /// The webhook-delivery service (`CRM_WEBHOOKS_URL`, `CRM_CELL_<NAME>_WEBHOOKS_URL`).
+    /// The webhook-delivery service (`CRM_WEBHOOK_DELIVERY_URL`, `CRM_CELL_<NAME>_WEBHOOK_DELIVERY_URL`).
     pub webhooks: String,
 }
 
@@ -122,7 +122,7 @@ impl GatewaySettings {
             "default".to_owned(),
             CellUrls {
                 identity: identity_url.to_owned(),
-                webhooks: service_url(&get, &mut errors, "CRM_WEBHOOKS_URL", "http://127.0.0.1:50056"),
+                webhooks: service_url(&get, &mut errors, "CRM_WEBHOOK_DELIVERY_URL", "http://127.0.0.1:50056"),
             },
         );
         let mut tenant_cells = HashMap::new();
@@ -145,7 +145,7 @@ impl GatewaySettings {
                     match get(&var) {
                         Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
                             let webhooks_var = format!(
-                                "CRM_CELL_{}_WEBHOOKS_URL",
+                                "CRM_CELL_{}_WEBHOOK_DELIVERY_URL",
                                 cell.to_uppercase().replace('-', "_")
                             );
                             let webhooks = service_url(&get, &mut errors, &webhooks_var, "");
@@ -215,7 +215,7 @@ mod tests {
                 "http://big:50051".to_owned(),
             ),
             (
-                "CRM_CELL_BIG_WEBHOOKS_URL".to_owned(),
+                "CRM_CELL_BIG_WEBHOOK_DELIVERY_URL".to_owned(),
                 "http://big:50056".to_owned(),
             ),
         ]

@@ -334,7 +334,7 @@ pub async fn spawn_with(opts: Options) -> TestStack {
     tokio::spawn(worker.run(worker_cancel.clone()));
     tokio::spawn(webhooks.run_until_stopped(cancel.clone()));
 
-    env.insert("CRM_WEBHOOKS_URL".into(), format!("http://{webhooks_addr}"));
+    env.insert("CRM_WEBHOOK_DELIVERY_URL".into(), format!("http://{webhooks_addr}"));
     let settings_gw =
         crm_gateway::GatewaySettings::from_map(&env, &config.identity_url).expect("settings");
     let gateway = crm_gateway::Application::build(&config, settings_gw, cache)
