@@ -86,7 +86,10 @@ impl Backends {
 
     /// A client of the webhook service in the tenant's cell (the default cell when no
     /// tenant is known: inbound webhooks).
-    pub fn webhooks(&self, tenant: Option<TenantId>) -> Result<WebhookServiceClient<Channel>, GwError> {
+    pub fn webhooks(
+        &self,
+        tenant: Option<TenantId>,
+    ) -> Result<WebhookServiceClient<Channel>, GwError> {
         Ok(self.cell(tenant)?.webhooks.clone())
     }
 

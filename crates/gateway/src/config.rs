@@ -122,7 +122,12 @@ impl GatewaySettings {
             "default".to_owned(),
             CellUrls {
                 identity: identity_url.to_owned(),
-                webhooks: service_url(&get, &mut errors, "CRM_WEBHOOK_DELIVERY_URL", "http://127.0.0.1:50056"),
+                webhooks: service_url(
+                    &get,
+                    &mut errors,
+                    "CRM_WEBHOOK_DELIVERY_URL",
+                    "http://127.0.0.1:50056",
+                ),
             },
         );
         let mut tenant_cells = HashMap::new();
@@ -149,7 +154,13 @@ impl GatewaySettings {
                                 cell.to_uppercase().replace('-', "_")
                             );
                             let webhooks = service_url(&get, &mut errors, &webhooks_var, "");
-                            cells.insert(cell.clone(), CellUrls { identity: url, webhooks });
+                            cells.insert(
+                                cell.clone(),
+                                CellUrls {
+                                    identity: url,
+                                    webhooks,
+                                },
+                            );
                         }
                         Some(url) => errors.push(format!("{var}: not an http(s) URL: {url:?}")),
                         None => errors.push(format!(
@@ -191,7 +202,9 @@ fn service_url(
             default.to_owned()
         }
         None if default.is_empty() => {
-            errors.push(format!("{var}: required for every cell named in CRM_TENANT_CELLS"));
+            errors.push(format!(
+                "{var}: required for every cell named in CRM_TENANT_CELLS"
+            ));
             String::new()
         }
         None => default.to_owned(),

@@ -54,7 +54,11 @@ pub struct Application {
 impl Application {
     /// Builds the service, declares its queue (so no event published from now on is missed)
     /// and binds its ports (port 0 in the config picks free ones).
-    pub async fn build(config: &Config, settings: WebhookSettings, deps: Deps) -> anyhow::Result<Self> {
+    pub async fn build(
+        config: &Config,
+        settings: WebhookSettings,
+        deps: Deps,
+    ) -> anyhow::Result<Self> {
         let settings = Arc::new(settings);
         let kek = config.key_encryption_key.expose_secret();
         let cipher = SecretCipher::derive(kek);
@@ -88,8 +92,10 @@ impl Application {
             }
             None => None,
         };
-        let grpc = server::bind(SocketAddr::new(config.bind_host, config.grpc_port(SERVICE))).await?;
-        let http = server::bind(SocketAddr::new(config.bind_host, config.http_port(SERVICE))).await?;
+        let grpc =
+            server::bind(SocketAddr::new(config.bind_host, config.grpc_port(SERVICE))).await?;
+        let http =
+            server::bind(SocketAddr::new(config.bind_host, config.http_port(SERVICE))).await?;
         let readiness = Readiness {
             db: Some(deps.db.clone()),
             amqp_url: deps
@@ -139,7 +145,11 @@ impl Application {
             self.grpc,
             cancel.clone(),
         );
-        let http = server::serve_http(server::ops_router(self.readiness), self.http, cancel.clone());
+        let http = server::serve_http(
+            server::ops_router(self.readiness),
+            self.http,
+            cancel.clone(),
+        );
         let relay = async {
             match &self.deps.bus {
                 Some(bus) => {

@@ -6,11 +6,17 @@ pub const EVENT_TYPES: &[(&str, &str)] = &[
     // identity
     ("tenant.created", "A tenant signed up"),
     ("user.created", "A user was added"),
-    ("user.updated", "A user changed (name, role, teams, disabled)"),
+    (
+        "user.updated",
+        "A user changed (name, role, teams, disabled)",
+    ),
     ("team.created", "A team was created"),
     ("team.updated", "A team changed (name or members)"),
     ("role.created", "A custom role was created"),
-    ("role.updated", "A role's permissions or field rules changed"),
+    (
+        "role.updated",
+        "A role's permissions or field rules changed",
+    ),
     ("api_client.created", "Partner credentials were created"),
     ("api_client.deleted", "Partner credentials were deleted"),
     // accounts-contacts
@@ -56,6 +62,9 @@ mod tests {
             assert!(!entity.is_empty() && !verb.is_empty(), "{t}");
         }
         assert!(contains("contact.created"));
-        assert!(!contains("inbound.received"), "inbound events are never sent back out");
+        assert!(
+            !contains("inbound.received"),
+            "inbound events are never sent back out"
+        );
     }
 }

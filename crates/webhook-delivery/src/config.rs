@@ -72,8 +72,9 @@ impl WebhookSettings {
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty())
         };
-        let secs = |errors: &mut Vec<String>, k: &str, default: Duration, min: f64, max: f64| {
-            match get(k) {
+        let secs =
+            |errors: &mut Vec<String>, k: &str, default: Duration, min: f64, max: f64| match get(k)
+            {
                 None => default,
                 Some(v) => match v.parse::<f64>() {
                     Ok(n) if n.is_finite() && (min..=max).contains(&n) => {
@@ -86,14 +87,15 @@ impl WebhookSettings {
                         default
                     }
                 },
-            }
-        };
+            };
         let count = |errors: &mut Vec<String>, k: &str, default: usize, max: usize| match get(k) {
             None => default,
             Some(v) => match v.parse::<usize>() {
                 Ok(n) if (1..=max).contains(&n) => n,
                 _ => {
-                    errors.push(format!("{k}: must be an integer between 1 and {max}, got {v:?}"));
+                    errors.push(format!(
+                        "{k}: must be an integer between 1 and {max}, got {v:?}"
+                    ));
                     default
                 }
             },
@@ -123,14 +125,44 @@ impl WebhookSettings {
                 }
             }
         };
-        let throttle_min = secs(&mut errors, "CRM_WEBHOOK_THROTTLE_MIN_SECS", d.throttle_min, 0.0, 86_400.0);
-        let retry_after_max = secs(&mut errors, "CRM_WEBHOOK_RETRY_AFTER_MAX_SECS", d.retry_after_max, 0.0, 7.0 * 86_400.0);
-        let request_timeout = secs(&mut errors, "CRM_WEBHOOK_TIMEOUT_SECS", d.request_timeout, 0.1, 300.0);
-        let disable_after = secs(&mut errors, "CRM_WEBHOOK_DISABLE_AFTER_SECS", d.disable_after, 0.0, 365.0 * 86_400.0);
+        let throttle_min = secs(
+            &mut errors,
+            "CRM_WEBHOOK_THROTTLE_MIN_SECS",
+            d.throttle_min,
+            0.0,
+            86_400.0,
+        );
+        let retry_after_max = secs(
+            &mut errors,
+            "CRM_WEBHOOK_RETRY_AFTER_MAX_SECS",
+            d.retry_after_max,
+            0.0,
+            7.0 * 86_400.0,
+        );
+        let request_timeout = secs(
+            &mut errors,
+            "CRM_WEBHOOK_TIMEOUT_SECS",
+            d.request_timeout,
+            0.1,
+            300.0,
+        );
+        let disable_after = secs(
+            &mut errors,
+            "CRM_WEBHOOK_DISABLE_AFTER_SECS",
+            d.disable_after,
+            0.0,
+            365.0 * 86_400.0,
+        );
         let retention = Duration::from_secs(
             count(&mut errors, "CRM_WEBHOOK_RETENTION_DAYS", 90, 3650) as u64 * 86_400,
         );
-        let rotation_overlap = secs(&mut errors, "CRM_WEBHOOK_ROTATION_OVERLAP_SECS", d.rotation_overlap, 0.0, 30.0 * 86_400.0);
+        let rotation_overlap = secs(
+            &mut errors,
+            "CRM_WEBHOOK_ROTATION_OVERLAP_SECS",
+            d.rotation_overlap,
+            0.0,
+            30.0 * 86_400.0,
+        );
         let mut allow_nets = Vec::new();
         for p in get("CRM_WEBHOOK_ALLOW_NETS")
             .unwrap_or_default()
@@ -152,21 +184,34 @@ impl WebhookSettings {
             None | Some("false") | Some("0") => false,
             Some("true") | Some("1") => true,
             Some(other) => {
-                errors.push(format!("CRM_WEBHOOK_ALLOW_HTTP: must be true or false, got {other:?}"));
+                errors.push(format!(
+                    "CRM_WEBHOOK_ALLOW_HTTP: must be true or false, got {other:?}"
+                ));
                 false
             }
         };
         if allow_http && env == Environment::Production {
             errors.push("CRM_WEBHOOK_ALLOW_HTTP: http endpoints are refused in production".into());
         }
-        let concurrency = count(&mut errors, "CRM_WEBHOOK_CONCURRENCY", d.concurrency, 10_000);
+        let concurrency = count(
+            &mut errors,
+            "CRM_WEBHOOK_CONCURRENCY",
+            d.concurrency,
+            10_000,
+        );
         let per_endpoint_concurrency = count(
             &mut errors,
             "CRM_WEBHOOK_PER_ENDPOINT_CONCURRENCY",
             d.per_endpoint_concurrency,
             1000,
         );
-        let poll_interval = secs(&mut errors, "CRM_WEBHOOK_POLL_SECS", d.poll_interval, 0.01, 60.0);
+        let poll_interval = secs(
+            &mut errors,
+            "CRM_WEBHOOK_POLL_SECS",
+            d.poll_interval,
+            0.01,
+            60.0,
+        );
         if !errors.is_empty() {
             return Err(ConfigError(errors));
         }
@@ -236,7 +281,10 @@ mod tests {
             Environment::Development,
         )
         .unwrap();
-        assert_eq!(ok.retry_schedule, [Duration::from_millis(200), Duration::from_millis(500)]);
+        assert_eq!(
+            ok.retry_schedule,
+            [Duration::from_millis(200), Duration::from_millis(500)]
+        );
         assert_eq!(ok.allow_nets.len(), 2);
     }
 }

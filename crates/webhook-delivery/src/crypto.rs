@@ -78,7 +78,12 @@ impl SecretCipher {
     }
 
     /// Decrypts a secret sealed for `owner`.
-    pub fn open(&self, owner: Uuid, ciphertext: &[u8], nonce: &[u8]) -> Result<Vec<u8>, DecryptError> {
+    pub fn open(
+        &self,
+        owner: Uuid,
+        ciphertext: &[u8],
+        nonce: &[u8],
+    ) -> Result<Vec<u8>, DecryptError> {
         let nonce: [u8; 12] = nonce.try_into().map_err(|_| DecryptError(owner))?;
         self.cipher()
             .decrypt(
@@ -142,7 +147,10 @@ pub fn verify(
     if id.is_empty() || timestamp.is_empty() || signatures.is_empty() {
         return Err(VerifyError::MissingHeaders);
     }
-    let ts: i64 = timestamp.trim().parse().map_err(|_| VerifyError::BadTimestamp)?;
+    let ts: i64 = timestamp
+        .trim()
+        .parse()
+        .map_err(|_| VerifyError::BadTimestamp)?;
     if (now - ts).abs() > tolerance_secs {
         return Err(VerifyError::StaleTimestamp);
     }
@@ -173,15 +181,32 @@ mod tests {
     #[test]
     fn matches_the_specification_example() {
         // The example of the Standard Webhooks specification.
-        let key = STANDARD
-            .decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
-            .unwrap();
+        let key = STANDARD.decode("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
         let body = br#"{"test": 2432232314}"#;
         let sig = sign(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, body);
         assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
-        assert!(verify(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", &format!("v0,xx {sig}"), body, 1614265330, 300).is_ok());
+        assert!(
+            verify(
+                &key,
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                "1614265330",
+                &format!("v0,xx {sig}"),
+                body,
+                1614265330,
+                300
+            )
+            .is_ok()
+        );
         assert_eq!(
-            verify(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", "1614265330", &sig, body, 1614265330 + 301, 300),
+            verify(
+                &key,
+                "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                "1614265330",
+                &sig,
+                body,
+                1614265330 + 301,
+                300
+            ),
             Err(VerifyError::StaleTimestamp)
         );
         assert_eq!(
@@ -196,9 +221,19 @@ mod tests {
         let owner = Uuid::now_v7();
         let key = new_key();
         let sealed = c.seal(owner, &key);
-        assert_eq!(c.open(owner, &sealed.ciphertext, &sealed.nonce).unwrap(), key);
-        assert!(c.open(Uuid::now_v7(), &sealed.ciphertext, &sealed.nonce).is_err());
-        assert!(SecretCipher::derive(&[8u8; 32]).open(owner, &sealed.ciphertext, &sealed.nonce).is_err());
+        assert_eq!(
+            c.open(owner, &sealed.ciphertext, &sealed.nonce).unwrap(),
+            key
+        );
+        assert!(
+            c.open(Uuid::now_v7(), &sealed.ciphertext, &sealed.nonce)
+                .is_err()
+        );
+        assert!(
+            SecretCipher::derive(&[8u8; 32])
+                .open(owner, &sealed.ciphertext, &sealed.nonce)
+                .is_err()
+        );
         assert!(display_secret(&key).expose_secret().starts_with("whsec_"));
         assert!(key.len() >= 24);
     }

@@ -243,7 +243,10 @@ impl Webhooks {
 
     fn check_event_types(v: &mut Violations, types: &[String]) {
         if types.len() > MAX_EVENT_TYPES {
-            v.add("event_types", format!("at most {MAX_EVENT_TYPES} event types"));
+            v.add(
+                "event_types",
+                format!("at most {MAX_EVENT_TYPES} event types"),
+            );
         }
         for (i, t) in types.iter().enumerate() {
             if !catalog::contains(t) {
@@ -358,7 +361,11 @@ impl Webhooks {
         self.check_url(&mut v, &r.url);
         Self::check_event_types(&mut v, &r.event_types);
         Self::check_description(&mut v, &r.description);
-        v.check(r.request_id.len() > 255, "request_id", "must be at most 255 characters");
+        v.check(
+            r.request_id.len() > 255,
+            "request_id",
+            "must be at most 255 characters",
+        );
         v.finish()?;
         let fp = fingerprint(&pb::CreateEndpointRequest {
             request_id: String::new(),
@@ -366,7 +373,8 @@ impl Webhooks {
         });
         let tx = self.tx(caller.tenant).await?;
         if !r.request_id.is_empty()
-            && let Some(id) = store::idempotent_result(&tx, "create_endpoint", &r.request_id, &fp).await?
+            && let Some(id) =
+                store::idempotent_result(&tx, "create_endpoint", &r.request_id, &fp).await?
         {
             let e = store::endpoint_any(&tx, id)
                 .await?
@@ -402,8 +410,16 @@ impl Webhooks {
             .ok_or_else(|| ApiError::internal("endpoint vanished"))?;
         store::emit(
             &tx,
-            Event::new(SERVICE, "webhook_endpoint.created", caller.tenant, Some(caller.subject),
-                "webhook_endpoint", id, None, Some(e.public_json())),
+            Event::new(
+                SERVICE,
+                "webhook_endpoint.created",
+                caller.tenant,
+                Some(caller.subject),
+                "webhook_endpoint",
+                id,
+                None,
+                Some(e.public_json()),
+            ),
         )
         .await?;
         tx.commit().await?;
@@ -420,7 +436,11 @@ impl Webhooks {
     ) -> ApiResult<pb::Endpoint> {
         self.require(caller, "update").await?;
         let id = path_id("endpoint", &r.id)?;
-        let paths = r.update_mask.as_ref().map(|m| m.paths.clone()).unwrap_or_default();
+        let paths = r
+            .update_mask
+            .as_ref()
+            .map(|m| m.paths.clone())
+            .unwrap_or_default();
         if paths.is_empty() {
             return Err(ApiError::invalid("update_mask", "names no field to change"));
         }
@@ -447,14 +467,36 @@ impl Webhooks {
             ));
         }
         let has = |f: &str| paths.iter().any(|p| p == f);
-        let enabled = if has("enabled") { r.enabled } else { before.enabled };
+        let enabled = if has("enabled") {
+            r.enabled
+        } else {
+            before.enabled
+        };
         let reenabled = enabled && !before.enabled;
         let change = store::EndpointChange {
-            url: if has("url") { r.url.trim().to_owned() } else { before.url.clone() },
-            description: if has("description") { r.description.clone() } else { before.description.clone() },
-            event_types: if has("event_types") { r.event_types.clone() } else { before.types() },
+            url: if has("url") {
+                r.url.trim().to_owned()
+            } else {
+                before.url.clone()
+            },
+            description: if has("description") {
+                r.description.clone()
+            } else {
+                before.description.clone()
+            },
+            event_types: if has("event_types") {
+                r.event_types.clone()
+            } else {
+                before.types()
+            },
             enabled,
-            disabled_reason: if enabled { String::new() } else if has("enabled") { "manual".into() } else { before.disabled_reason.clone() },
+            disabled_reason: if enabled {
+                String::new()
+            } else if has("enabled") {
+                "manual".into()
+            } else {
+                before.disabled_reason.clone()
+            },
             reset_failing: reenabled,
         };
         store::update_endpoint(&tx, id, change).await?;
@@ -463,8 +505,16 @@ impl Webhooks {
             .ok_or_else(|| ApiError::internal("endpoint vanished"))?;
         store::emit(
             &tx,
-            Event::new(SERVICE, "webhook_endpoint.updated", caller.tenant, Some(caller.subject),
-                "webhook_endpoint", id, Some(before.public_json()), Some(after.public_json())),
+            Event::new(
+                SERVICE,
+                "webhook_endpoint.updated",
+                caller.tenant,
+                Some(caller.subject),
+                "webhook_endpoint",
+                id,
+                Some(before.public_json()),
+                Some(after.public_json()),
+            ),
         )
         .await?;
         tx.commit().await?;
@@ -481,8 +531,16 @@ impl Webhooks {
         store::delete_endpoint(&tx, id).await?;
         store::emit(
             &tx,
-            Event::new(SERVICE, "webhook_endpoint.deleted", caller.tenant, Some(caller.subject),
-                "webhook_endpoint", id, Some(before.public_json()), None),
+            Event::new(
+                SERVICE,
+                "webhook_endpoint.deleted",
+                caller.tenant,
+                Some(caller.subject),
+                "webhook_endpoint",
+                id,
+                Some(before.public_json()),
+                None,
+            ),
         )
         .await?;
         tx.commit().await?;
@@ -511,8 +569,16 @@ impl Webhooks {
             .ok_or_else(|| ApiError::internal("endpoint vanished"))?;
         store::emit(
             &tx,
-            Event::new(SERVICE, "webhook_endpoint.secret_rotated", caller.tenant, Some(caller.subject),
-                "webhook_endpoint", id, None, Some(after.public_json())),
+            Event::new(
+                SERVICE,
+                "webhook_endpoint.secret_rotated",
+                caller.tenant,
+                Some(caller.subject),
+                "webhook_endpoint",
+                id,
+                None,
+                Some(after.public_json()),
+            ),
         )
         .await?;
         tx.commit().await?;
@@ -646,13 +712,21 @@ impl Webhooks {
         let name = r.name.trim();
         v.text("name", name);
         v.check(name.is_empty(), "name", "is required");
-        v.check(name.chars().count() > MAX_NAME, "name", "must be at most 200 characters");
+        v.check(
+            name.chars().count() > MAX_NAME,
+            "name",
+            "must be at most 200 characters",
+        );
         v.check(
             !SOURCE_KINDS.contains(&r.kind.as_str()),
             "kind",
             "must be web_to_lead or generic",
         );
-        v.check(r.request_id.len() > 255, "request_id", "must be at most 255 characters");
+        v.check(
+            r.request_id.len() > 255,
+            "request_id",
+            "must be at most 255 characters",
+        );
         v.finish()?;
         let fp = fingerprint(&pb::CreateInboundSourceRequest {
             request_id: String::new(),
@@ -660,7 +734,8 @@ impl Webhooks {
         });
         let tx = self.tx(caller.tenant).await?;
         if !r.request_id.is_empty()
-            && let Some(id) = store::idempotent_result(&tx, "create_source", &r.request_id, &fp).await?
+            && let Some(id) =
+                store::idempotent_result(&tx, "create_source", &r.request_id, &fp).await?
         {
             let s = store::source(&tx, id)
                 .await?
@@ -679,7 +754,16 @@ impl Webhooks {
         let id = Uuid::now_v7();
         let key = crypto::new_key();
         let sealed = self.inner.cipher.seal(id, &key);
-        store::insert_source(&tx, id, name, &r.kind, sealed.ciphertext, sealed.nonce, Some(caller.subject)).await?;
+        store::insert_source(
+            &tx,
+            id,
+            name,
+            &r.kind,
+            sealed.ciphertext,
+            sealed.nonce,
+            Some(caller.subject),
+        )
+        .await?;
         if !r.request_id.is_empty() {
             store::remember_request(&tx, "create_source", &r.request_id, &fp, id).await?;
         }
@@ -688,8 +772,16 @@ impl Webhooks {
             .ok_or_else(|| ApiError::internal("source vanished"))?;
         store::emit(
             &tx,
-            Event::new(SERVICE, "inbound_source.created", caller.tenant, Some(caller.subject),
-                "inbound_source", id, None, Some(serde_json::json!({"id": id, "name": s.name, "kind": s.kind}))),
+            Event::new(
+                SERVICE,
+                "inbound_source.created",
+                caller.tenant,
+                Some(caller.subject),
+                "inbound_source",
+                id,
+                None,
+                Some(serde_json::json!({"id": id, "name": s.name, "kind": s.kind})),
+            ),
         )
         .await?;
         tx.commit().await?;
@@ -708,8 +800,16 @@ impl Webhooks {
         }
         store::emit(
             &tx,
-            Event::new(SERVICE, "inbound_source.deleted", caller.tenant, Some(caller.subject),
-                "inbound_source", id, None, None),
+            Event::new(
+                SERVICE,
+                "inbound_source.deleted",
+                caller.tenant,
+                Some(caller.subject),
+                "inbound_source",
+                id,
+                None,
+                None,
+            ),
         )
         .await?;
         tx.commit().await?;
@@ -718,7 +818,10 @@ impl Webhooks {
 
     /// Verifies an inbound webhook before reading it, drops a webhook-id already seen, and
     /// publishes it: `lead.submitted` for web-to-lead sources, `inbound.received` otherwise.
-    pub async fn receive(&self, r: pb::ReceiveInboundRequest) -> ApiResult<pb::ReceiveInboundResponse> {
+    pub async fn receive(
+        &self,
+        r: pb::ReceiveInboundRequest,
+    ) -> ApiResult<pb::ReceiveInboundResponse> {
         let id = path_id("inbound source", &r.source_id)?;
         let tenant = store::source_tenant(self.inner.db.conn(), id)
             .await?
@@ -744,7 +847,10 @@ impl Webhooks {
         )
         .map_err(|e| ApiError::unauthenticated(format!("webhook signature refused: {e}")))?;
         if r.webhook_id.len() > 255 {
-            return Err(ApiError::invalid("webhook-id", "must be at most 255 characters"));
+            return Err(ApiError::invalid(
+                "webhook-id",
+                "must be at most 255 characters",
+            ));
         }
         let body: serde_json::Value = serde_json::from_slice(&r.body)
             .map_err(|_| ApiError::invalid("body", "must be JSON"))?;
@@ -758,15 +864,31 @@ impl Webhooks {
         let event = match source.kind.as_str() {
             "web_to_lead" => {
                 let lead = web_to_lead(&body)?;
-                Event::new(SERVICE, "lead.submitted", tenant, None, "lead_submission", Uuid::now_v7(), None,
+                Event::new(
+                    SERVICE,
+                    "lead.submitted",
+                    tenant,
+                    None,
+                    "lead_submission",
+                    Uuid::now_v7(),
+                    None,
                     Some(serde_json::json!({
                         "sourceId": id, "sourceName": source.name, "webhookId": r.webhook_id, "lead": lead,
-                    })))
+                    })),
+                )
             }
-            _ => Event::new(SERVICE, "inbound.received", tenant, None, "inbound_source", id, None,
+            _ => Event::new(
+                SERVICE,
+                "inbound.received",
+                tenant,
+                None,
+                "inbound_source",
+                id,
+                None,
                 Some(serde_json::json!({
                     "sourceId": id, "sourceName": source.name, "webhookId": r.webhook_id, "payload": body,
-                }))),
+                })),
+            ),
         };
         let event_id = event.id.to_string();
         store::emit(&tx, event).await?;
@@ -807,7 +929,10 @@ fn web_to_lead(body: &serde_json::Value) -> ApiResult<serde_json::Value> {
                 if field == "email" && !s.is_empty() {
                     v.check(!s.contains('@'), field, "must be an e-mail address");
                 }
-                lead.insert(field.to_owned(), serde_json::Value::String(s.trim().to_owned()));
+                lead.insert(
+                    field.to_owned(),
+                    serde_json::Value::String(s.trim().to_owned()),
+                );
             }
             Some(_) => v.add(field, "must be a string"),
         }
@@ -834,7 +959,9 @@ impl WebhookService for Webhooks {
         req: Request<pb::ListEndpointsRequest>,
     ) -> Result<Response<pb::ListEndpointsResponse>, Status> {
         let c = caller(&req)?;
-        Ok(Response::new(Webhooks::list_endpoints(self, &c, req.into_inner()).await?))
+        Ok(Response::new(
+            Webhooks::list_endpoints(self, &c, req.into_inner()).await?,
+        ))
     }
 
     async fn get_endpoint(
@@ -851,7 +978,9 @@ impl WebhookService for Webhooks {
         req: Request<pb::CreateEndpointRequest>,
     ) -> Result<Response<pb::CreateEndpointResponse>, Status> {
         let c = caller(&req)?;
-        Ok(Response::new(Webhooks::create_endpoint(self, &c, req.into_inner()).await?))
+        Ok(Response::new(
+            Webhooks::create_endpoint(self, &c, req.into_inner()).await?,
+        ))
     }
 
     async fn update_endpoint(
@@ -860,7 +989,9 @@ impl WebhookService for Webhooks {
     ) -> Result<Response<pb::UpdateEndpointResponse>, Status> {
         let c = caller(&req)?;
         let e = Webhooks::update_endpoint(self, &c, req.into_inner()).await?;
-        Ok(Response::new(pb::UpdateEndpointResponse { endpoint: Some(e) }))
+        Ok(Response::new(pb::UpdateEndpointResponse {
+            endpoint: Some(e),
+        }))
     }
 
     async fn delete_endpoint(
@@ -877,7 +1008,9 @@ impl WebhookService for Webhooks {
         req: Request<pb::RotateEndpointSecretRequest>,
     ) -> Result<Response<pb::RotateEndpointSecretResponse>, Status> {
         let c = caller(&req)?;
-        Ok(Response::new(self.rotate_secret(&c, &req.get_ref().id).await?))
+        Ok(Response::new(
+            self.rotate_secret(&c, &req.get_ref().id).await?,
+        ))
     }
 
     async fn recover_endpoint(
@@ -894,7 +1027,9 @@ impl WebhookService for Webhooks {
         req: Request<pb::ListDeliveriesRequest>,
     ) -> Result<Response<pb::ListDeliveriesResponse>, Status> {
         let c = caller(&req)?;
-        Ok(Response::new(Webhooks::list_deliveries(self, &c, req.into_inner()).await?))
+        Ok(Response::new(
+            Webhooks::list_deliveries(self, &c, req.into_inner()).await?,
+        ))
     }
 
     async fn retry_delivery(
@@ -903,7 +1038,9 @@ impl WebhookService for Webhooks {
     ) -> Result<Response<pb::RetryDeliveryResponse>, Status> {
         let c = caller(&req)?;
         let d = Webhooks::retry_delivery(self, &c, &req.get_ref().id).await?;
-        Ok(Response::new(pb::RetryDeliveryResponse { delivery: Some(d) }))
+        Ok(Response::new(pb::RetryDeliveryResponse {
+            delivery: Some(d),
+        }))
     }
 
     async fn list_inbound_sources(
@@ -911,7 +1048,9 @@ impl WebhookService for Webhooks {
         req: Request<pb::ListInboundSourcesRequest>,
     ) -> Result<Response<pb::ListInboundSourcesResponse>, Status> {
         let c = caller(&req)?;
-        Ok(Response::new(self.list_sources(&c, req.into_inner()).await?))
+        Ok(Response::new(
+            self.list_sources(&c, req.into_inner()).await?,
+        ))
     }
 
     async fn create_inbound_source(
@@ -919,7 +1058,9 @@ impl WebhookService for Webhooks {
         req: Request<pb::CreateInboundSourceRequest>,
     ) -> Result<Response<pb::CreateInboundSourceResponse>, Status> {
         let c = caller(&req)?;
-        Ok(Response::new(self.create_source(&c, req.into_inner()).await?))
+        Ok(Response::new(
+            self.create_source(&c, req.into_inner()).await?,
+        ))
     }
 
     async fn delete_inbound_source(

@@ -120,11 +120,12 @@ impl Resolve for CheckedResolver {
         let policy = self.policy.clone();
         Box::pin(async move {
             let host = name.as_str().to_owned();
-            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
-                .await?
-                .collect();
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
             if addrs.is_empty() || addrs.iter().any(|a| !policy.permits(a.ip())) {
-                return Err(Box::new(RefusedAddress(host)) as Box<dyn std::error::Error + Send + Sync>);
+                return Err(
+                    Box::new(RefusedAddress(host)) as Box<dyn std::error::Error + Send + Sync>
+                );
             }
             let addrs: Addrs = Box::new(addrs.into_iter());
             Ok(addrs)
@@ -176,7 +177,10 @@ mod tests {
         assert!(p.check_url("ftp://example.com", true).is_err());
         assert!(p.check_url("not a url", true).is_err());
         assert!(p.check_url("https://user:pw@example.com", false).is_err());
-        assert!(p.check_url("https://169.254.169.254/latest/meta-data", false).is_err());
+        assert!(
+            p.check_url("https://169.254.169.254/latest/meta-data", false)
+                .is_err()
+        );
         assert!(p.check_url("https://[::1]/", false).is_err());
     }
 }

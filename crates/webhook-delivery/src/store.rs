@@ -152,7 +152,9 @@ pub async fn endpoint_any(tx: &TenantTx, id: Uuid) -> Result<Option<EndpointRow>
 pub async fn endpoint(tx: &TenantTx, id: Uuid, lock: bool) -> Result<Option<EndpointRow>, DbErr> {
     let suffix = if lock { " FOR UPDATE" } else { "" };
     EndpointRow::find_by_statement(stmt(
-        &format!("{ENDPOINT_SELECT} WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL{suffix}"),
+        &format!(
+            "{ENDPOINT_SELECT} WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL{suffix}"
+        ),
         [t(tx), id.into()],
     ))
     .one(tx.conn())
@@ -273,7 +275,11 @@ pub async fn record_health(
             [t(tx), id.into(), success.into()],
         ))
         .await?;
-    Ok(row.and_then(|r| r.try_get::<Option<DateTime<Utc>>>("", "failing_since").ok().flatten()))
+    Ok(row.and_then(|r| {
+        r.try_get::<Option<DateTime<Utc>>>("", "failing_since")
+            .ok()
+            .flatten()
+    }))
 }
 
 /// Disables an endpoint on the service's own account; false when it already was.
@@ -354,7 +360,11 @@ pub async fn attempts_of(tx: &TenantTx, ids: &[Uuid]) -> Result<Vec<AttemptRow>,
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let list = ids.iter().map(Uuid::to_string).collect::<Vec<_>>().join(",");
+    let list = ids
+        .iter()
+        .map(Uuid::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
     AttemptRow::find_by_statement(stmt(
         "SELECT id, delivery_id, status, response_code, response_body, error, duration_ms, next_attempt_at, \
          created_at FROM webhooks.attempts WHERE tenant_id = $1 \
@@ -380,10 +390,7 @@ pub async fn schedule_now(tx: &TenantTx, ids_sql: &str, values: Vec<Value>) -> R
         .rows_affected();
     if n > 0 {
         tx.conn()
-            .execute_raw(stmt(
-                "SELECT pg_notify($1, '')",
-                [NOTIFY_CHANNEL.into()],
-            ))
+            .execute_raw(stmt("SELECT pg_notify($1, '')", [NOTIFY_CHANNEL.into()]))
             .await?;
     }
     Ok(n)
@@ -402,7 +409,11 @@ pub struct AttemptOutcome {
 
 /// Records a try and settles or reschedules its delivery; false when the delivery was no
 /// longer leased to this worker (another worker took it over).
-pub async fn record_attempt(tx: &TenantTx, delivery_id: Uuid, o: &AttemptOutcome) -> Result<bool, DbErr> {
+pub async fn record_attempt(
+    tx: &TenantTx,
+    delivery_id: Uuid,
+    o: &AttemptOutcome,
+) -> Result<bool, DbErr> {
     let status = match (o.succeeded, o.next_attempt_at) {
         (true, _) => "succeeded",
         (false, Some(_)) => "pending",
@@ -414,7 +425,12 @@ pub async fn record_attempt(tx: &TenantTx, delivery_id: Uuid, o: &AttemptOutcome
             "UPDATE webhooks.deliveries SET status = $3, attempt_count = attempt_count + 1, \
              next_attempt_at = $4, lease_until = NULL, updated_at = now() \
              WHERE tenant_id = $1 AND id = $2 AND status = 'delivering'",
-            [t(tx), delivery_id.into(), status.into(), o.next_attempt_at.into()],
+            [
+                t(tx),
+                delivery_id.into(),
+                status.into(),
+                o.next_attempt_at.into(),
+            ],
         ))
         .await?
         .rows_affected();
@@ -491,7 +507,11 @@ pub async fn source(tx: &TenantTx, id: Uuid) -> Result<Option<SourceRow>, DbErr>
     .await
 }
 
-pub async fn list_sources(tx: &TenantTx, after: Option<Uuid>, limit: u64) -> Result<Vec<SourceRow>, DbErr> {
+pub async fn list_sources(
+    tx: &TenantTx,
+    after: Option<Uuid>,
+    limit: u64,
+) -> Result<Vec<SourceRow>, DbErr> {
     SourceRow::find_by_statement(stmt(
         &format!(
             "{SOURCE_SELECT} WHERE tenant_id = $1 AND deleted_at IS NULL AND ($2::uuid IS NULL OR id > $2) \
@@ -530,7 +550,11 @@ pub async fn source_tenant<C: ConnectionTrait>(c: &C, id: Uuid) -> Result<Option
 }
 
 /// Remembers an inbound webhook-id; false when it was already seen.
-pub async fn first_sighting(tx: &TenantTx, source_id: Uuid, webhook_id: &str) -> Result<bool, DbErr> {
+pub async fn first_sighting(
+    tx: &TenantTx,
+    source_id: Uuid,
+    webhook_id: &str,
+) -> Result<bool, DbErr> {
     Ok(tx
         .conn()
         .execute_raw(stmt(

@@ -62,7 +62,11 @@ enum Sent {
 
 impl Worker {
     /// A worker over the service's database.
-    pub fn new(db: Db, settings: Arc<WebhookSettings>, cipher: SecretCipher) -> anyhow::Result<Self> {
+    pub fn new(
+        db: Db,
+        settings: Arc<WebhookSettings>,
+        cipher: SecretCipher,
+    ) -> anyhow::Result<Self> {
         let policy = AddressPolicy::new(settings.allow_nets.clone());
         let client = reqwest::Client::builder()
             // A 3xx is a failure: following it could lead anywhere, the checks included.
@@ -205,7 +209,11 @@ impl Worker {
     }
 }
 
-async fn wait_for_work(listener: &mut Option<PgListener>, poll: Duration, cancel: &CancellationToken) {
+async fn wait_for_work(
+    listener: &mut Option<PgListener>,
+    poll: Duration,
+    cancel: &CancellationToken,
+) {
     match listener {
         Some(l) => {
             tokio::select! {
@@ -243,7 +251,11 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> (String, bool) {
 }
 
 fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let v = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
@@ -294,7 +306,9 @@ impl Inner {
             .collect::<Vec<_>>()
             .join(" ");
         let started = Instant::now();
-        let sent = self.send(&e.url, &msg_id, timestamp, &signature, &d.payload).await;
+        let sent = self
+            .send(&e.url, &msg_id, timestamp, &signature, &d.payload)
+            .await;
         let duration = started.elapsed();
 
         let s = &self.settings;
@@ -305,7 +319,11 @@ impl Inner {
             Some(base.mul_f64(jitter))
         };
         let (outcome, gone) = match sent {
-            Sent::Response { status, retry_after, body } => {
+            Sent::Response {
+                status,
+                retry_after,
+                body,
+            } => {
                 let succeeded = (200..300).contains(&status);
                 let gone = status == 410;
                 let next = if succeeded || gone {
@@ -350,7 +368,11 @@ impl Inner {
                 )
             }
         };
-        let label = if outcome.succeeded { "succeeded" } else { "failed" };
+        let label = if outcome.succeeded {
+            "succeeded"
+        } else {
+            "failed"
+        };
         metrics::counter!("crm_webhook_attempts_total", "outcome" => label).increment(1);
         metrics::histogram!("crm_webhook_attempt_duration_seconds").record(duration.as_secs_f64());
 
@@ -364,8 +386,11 @@ impl Inner {
             Some("gone")
         } else {
             let since = store::record_health(&tx, e.id, outcome.succeeded).await?;
-            let limit = chrono::Duration::from_std(s.disable_after).unwrap_or(chrono::Duration::MAX);
-            since.filter(|t| Utc::now() - *t >= limit).map(|_| "failing")
+            let limit =
+                chrono::Duration::from_std(s.disable_after).unwrap_or(chrono::Duration::MAX);
+            since
+                .filter(|t| Utc::now() - *t >= limit)
+                .map(|_| "failing")
         };
         if let Some(reason) = disable
             && store::disable_endpoint(&tx, e.id, reason).await?
@@ -394,7 +419,14 @@ impl Inner {
         Ok(())
     }
 
-    async fn send(&self, url: &str, msg_id: &str, timestamp: i64, signature: &str, body: &str) -> Sent {
+    async fn send(
+        &self,
+        url: &str,
+        msg_id: &str,
+        timestamp: i64,
+        signature: &str,
+        body: &str,
+    ) -> Sent {
         let refused = || Sent::Failed {
             timeout: false,
             error: "refused: the endpoint's address is private or reserved".into(),
@@ -449,7 +481,11 @@ impl Inner {
                 }
                 Sent::Failed {
                     timeout: e.is_timeout(),
-                    error: if e.is_timeout() { "timed out".into() } else { error },
+                    error: if e.is_timeout() {
+                        "timed out".into()
+                    } else {
+                        error
+                    },
                 }
             }
         }

@@ -270,7 +270,8 @@ fn delivery(d: pb::Delivery) -> Delivery {
             .map(|a| Attempt {
                 id: a.id,
                 status: a.status,
-                response_status_code: (a.response_status_code != 0).then_some(a.response_status_code),
+                response_status_code: (a.response_status_code != 0)
+                    .then_some(a.response_status_code),
                 response_body: a.response_body,
                 error: none_if_empty(a.error),
                 duration_ms: a.duration_ms,
@@ -292,7 +293,11 @@ fn source(s: pb::InboundSource) -> InboundSource {
 }
 
 fn missing(what: &str) -> impl FnOnce() -> GwError + '_ {
-    move || GwError(ApiError::internal(format!("backend answered without {what}")))
+    move || {
+        GwError(ApiError::internal(format!(
+            "backend answered without {what}"
+        )))
+    }
 }
 
 fn etag(version: i64) -> HeaderValue {
@@ -381,7 +386,13 @@ async fn list_endpoints(
     let (page_size, page_token) = q.grpc()?;
     let mut c = s.backends.webhooks(ctx.tenant())?;
     let r = c
-        .list_endpoints(s.backends.request(&ctx, pb::ListEndpointsRequest { page_size, page_token }))
+        .list_endpoints(s.backends.request(
+            &ctx,
+            pb::ListEndpointsRequest {
+                page_size,
+                page_token,
+            },
+        ))
         .await?
         .into_inner();
     Ok(AJson(EndpointPage {
@@ -519,7 +530,10 @@ async fn rotate_secret(
 ) -> GwResult<Response> {
     let mut c = s.backends.webhooks(ctx.tenant())?;
     let r = c
-        .rotate_endpoint_secret(s.backends.request(&ctx, pb::RotateEndpointSecretRequest { id }))
+        .rotate_endpoint_secret(
+            s.backends
+                .request(&ctx, pb::RotateEndpointSecretRequest { id }),
+        )
         .await?
         .into_inner();
     let e = r.endpoint.ok_or_else(missing("endpoint"))?;
@@ -560,7 +574,13 @@ async fn recover_endpoint(
         ))
         .await?
         .into_inner();
-    Ok((StatusCode::ACCEPTED, AJson(RecoverResponse { scheduled: r.scheduled })).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        AJson(RecoverResponse {
+            scheduled: r.scheduled,
+        }),
+    )
+        .into_response())
 }
 
 /// The endpoint's deliveries, newest first, each with its attempts.
@@ -628,7 +648,10 @@ async fn list_sources(
     let r = c
         .list_inbound_sources(s.backends.request(
             &ctx,
-            pb::ListInboundSourcesRequest { page_size, page_token },
+            pb::ListInboundSourcesRequest {
+                page_size,
+                page_token,
+            },
         ))
         .await?
         .into_inner();
@@ -682,8 +705,11 @@ async fn delete_source(
     Path(id): Path<String>,
 ) -> GwResult<StatusCode> {
     let mut c = s.backends.webhooks(ctx.tenant())?;
-    c.delete_inbound_source(s.backends.request(&ctx, pb::DeleteInboundSourceRequest { id }))
-        .await?;
+    c.delete_inbound_source(
+        s.backends
+            .request(&ctx, pb::DeleteInboundSourceRequest { id }),
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -744,7 +770,13 @@ async fn receive_inbound(
         ))
         .await?
         .into_inner();
-    Ok((StatusCode::ACCEPTED, AJson(InboundAccepted { duplicate: r.duplicate })).into_response())
+    Ok((
+        StatusCode::ACCEPTED,
+        AJson(InboundAccepted {
+            duplicate: r.duplicate,
+        }),
+    )
+        .into_response())
 }
 
 /// Routes that need no token.

@@ -83,7 +83,12 @@ struct Pending(Arc<Mutex<HashMap<String, i64>>>, String);
 
 impl Drop for Pending {
     fn drop(&mut self) {
-        *self.0.lock().unwrap().entry(self.1.clone()).or_default() -= 1;
+        *self
+            .0
+            .lock()
+            .expect("lock")
+            .entry(self.1.clone())
+            .or_default() -= 1;
     }
 }
 
@@ -94,7 +99,7 @@ async fn receive(
     body: Bytes,
 ) -> Response {
     let path = format!("/s/{name}/{script}");
-    r.hits.lock().unwrap().push(Hit {
+    r.hits.lock().expect("lock").push(Hit {
         path: path.clone(),
         headers: headers
             .iter()
@@ -103,25 +108,30 @@ async fn receive(
         body,
     });
     let n = {
-        let mut counts = r.counts.lock().unwrap();
+        let mut counts = r.counts.lock().expect("lock");
         let c = counts.entry(path.clone()).or_default();
         *c += 1;
         *c
     };
     let codes: Vec<u16> = script.split(',').filter_map(|c| c.parse().ok()).collect();
-    let code = codes
-        .get(n - 1)
-        .or(codes.last())
-        .copied()
-        .unwrap_or(200);
-    *r.pending.lock().unwrap().entry(path.clone()).or_default() += 1;
+    let code = codes.get(n - 1).or(codes.last()).copied().unwrap_or(200);
+    *r.pending
+        .lock()
+        .expect("lock")
+        .entry(path.clone())
+        .or_default() += 1;
     let _pending = Pending(r.pending.clone(), path);
     if code == 0 {
         tokio::time::sleep(Duration::from_secs(3600)).await;
     }
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
     if status.is_redirection() {
-        return (status, [("location", format!("/s/{name}-target/200"))], "moved").into_response();
+        return (
+            status,
+            [("location", format!("/s/{name}-target/200"))],
+            "moved",
+        )
+            .into_response();
     }
     (status, format!("answer {code} to request {n}")).into_response()
 }
@@ -154,7 +164,7 @@ impl Receiver {
         let prefix = format!("/s/{name}/");
         self.hits
             .lock()
-            .unwrap()
+            .expect("lock")
             .iter()
             .filter(|h| h.path.starts_with(&prefix))
             .cloned()
@@ -166,7 +176,7 @@ impl Receiver {
         let prefix = format!("/s/{name}/");
         self.pending
             .lock()
-            .unwrap()
+            .expect("lock")
             .iter()
             .filter(|(k, _)| k.starts_with(&prefix))
             .map(|(_, v)| *v)
@@ -174,14 +184,9 @@ impl Receiver {
     }
 }
 
+#[derive(Default)]
 pub struct Options {
     pub extra_env: Vec<(&'static str, String)>,
-}
-
-impl Default for Options {
-    fn default() -> Self {
-        Self { extra_env: vec![] }
-    }
 }
 
 pub struct TestStack {
@@ -229,7 +234,10 @@ impl Drop for TestStack {
                         }
                         for ex in [bus.exchange(), bus.dead_letter_exchange()] {
                             let _ = ch
-                                .exchange_delete(ex.as_str().into(), ExchangeDeleteOptions::default())
+                                .exchange_delete(
+                                    ex.as_str().into(),
+                                    ExchangeDeleteOptions::default(),
+                                )
                                 .await;
                         }
                         let _ = conn.close(200, "test done".into()).await;
@@ -280,7 +288,10 @@ pub async fn spawn_with(opts: Options) -> TestStack {
         ("CRM_GATEWAY_HTTP_PORT".into(), "0".into()),
         ("CRM_TRUSTED_PROXIES".into(), "127.0.0.1".into()),
         // Shrunk so a whole retry schedule fits in a test.
-        ("CRM_WEBHOOK_RETRY_SCHEDULE_SECS".into(), "0.2,0.2,0.2".into()),
+        (
+            "CRM_WEBHOOK_RETRY_SCHEDULE_SECS".into(),
+            "0.2,0.2,0.2".into(),
+        ),
         ("CRM_WEBHOOK_THROTTLE_MIN_SECS".into(), "0.5".into()),
         ("CRM_WEBHOOK_TIMEOUT_SECS".into(), "2".into()),
         ("CRM_WEBHOOK_POLL_SECS".into(), "0.1".into()),
@@ -334,7 +345,10 @@ pub async fn spawn_with(opts: Options) -> TestStack {
     tokio::spawn(worker.run(worker_cancel.clone()));
     tokio::spawn(webhooks.run_until_stopped(cancel.clone()));
 
-    env.insert("CRM_WEBHOOK_DELIVERY_URL".into(), format!("http://{webhooks_addr}"));
+    env.insert(
+        "CRM_WEBHOOK_DELIVERY_URL".into(),
+        format!("http://{webhooks_addr}"),
+    );
     let settings_gw =
         crm_gateway::GatewaySettings::from_map(&env, &config.identity_url).expect("settings");
     let gateway = crm_gateway::Application::build(&config, settings_gw, cache)
@@ -386,7 +400,7 @@ impl TestStack {
 
     /// Stops the delivery worker where it is, tries in flight included, as a crash would.
     pub fn kill_worker(&self) {
-        self.worker_cancel.lock().unwrap().cancel();
+        self.worker_cancel.lock().expect("lock").cancel();
     }
 
     /// Starts a new delivery worker on the same database.
@@ -399,7 +413,7 @@ impl TestStack {
         )
         .expect("worker");
         tokio::spawn(worker.run(cancel.clone()));
-        *self.worker_cancel.lock().unwrap() = cancel;
+        *self.worker_cancel.lock().expect("lock") = cancel;
     }
 
     pub async fn signup(&self) -> Tenant {
@@ -443,7 +457,11 @@ impl TestStack {
     /// Creates an endpoint; returns (id, secret).
     pub async fn endpoint(&self, t: &Tenant, url: &str, types: &[&str]) -> (String, String) {
         let res = self
-            .post(t, "/webhooks/endpoints", json!({"url": url, "eventTypes": types}))
+            .post(
+                t,
+                "/webhooks/endpoints",
+                json!({"url": url, "eventTypes": types}),
+            )
             .send()
             .await
             .expect("create endpoint");
@@ -501,7 +519,10 @@ pub async fn problem(res: HttpResponse, status: u16, code: &str) -> Value {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
-    assert!(ct.starts_with("application/problem+json"), "content-type {ct}");
+    assert!(
+        ct.starts_with("application/problem+json"),
+        "content-type {ct}"
+    );
     let b: Value = res.json().await.expect("problem body");
     assert_eq!(b["code"], code, "{b}");
     b

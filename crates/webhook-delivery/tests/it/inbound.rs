@@ -17,7 +17,14 @@ fn sign(secret: &str, id: &str, ts: i64, body: &[u8]) -> String {
     format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
 }
 
-async fn send(app: &TestStack, source: &str, id: &str, ts: i64, sig: &str, body: &[u8]) -> reqwest::Response {
+async fn send(
+    app: &TestStack,
+    source: &str,
+    id: &str,
+    ts: i64,
+    sig: &str,
+    body: &[u8],
+) -> reqwest::Response {
     app.http
         .post(app.url(&format!("/inbound/{source}")))
         .header("content-type", "application/json")
@@ -53,7 +60,11 @@ async fn inbound_webhooks_are_verified_before_anything_else() {
     let app = spawn().await;
     let t = app.signup().await;
     let res = app
-        .post(&t, "/webhooks/inbound-sources", json!({"name": "Website form", "kind": "web_to_lead"}))
+        .post(
+            &t,
+            "/webhooks/inbound-sources",
+            json!({"name": "Website form", "kind": "web_to_lead"}),
+        )
         .send()
         .await
         .expect("create source");
@@ -62,59 +73,137 @@ async fn inbound_webhooks_are_verified_before_anything_else() {
     let source = b["id"].as_str().expect("id").to_owned();
     let secret = b["secret"].as_str().expect("secret").to_owned();
     let now = chrono::Utc::now().timestamp();
-    let body = br#"{"firstName":"Lea","lastName":"Lead","email":"lea@example.com","company":"Leads Ltd"}"#;
+    let body =
+        br#"{"firstName":"Lea","lastName":"Lead","email":"lea@example.com","company":"Leads Ltd"}"#;
 
     // No bearer token: the signature is the credential.
-    let res = send(&app, &source, "msg_1", now, &sign(&secret, "msg_1", now, body), body).await;
+    let res = send(
+        &app,
+        &source,
+        "msg_1",
+        now,
+        &sign(&secret, "msg_1", now, body),
+        body,
+    )
+    .await;
     assert_eq!(res.status().as_u16(), 202);
     assert_eq!(res.json::<Value>().await.expect("json")["duplicate"], false);
-    let res = send(&app, &source, "msg_1", now, &sign(&secret, "msg_1", now, body), body).await;
-    assert_eq!(res.json::<Value>().await.expect("json")["duplicate"], true, "a repeat is dropped");
+    let res = send(
+        &app,
+        &source,
+        "msg_1",
+        now,
+        &sign(&secret, "msg_1", now, body),
+        body,
+    )
+    .await;
+    assert_eq!(
+        res.json::<Value>().await.expect("json")["duplicate"],
+        true,
+        "a repeat is dropped"
+    );
     let leads = published(&app, "lead.submitted").await;
     assert_eq!(leads.len(), 1);
     assert_eq!(leads[0]["data"]["after"]["lead"]["lastName"], "Lead");
     assert_eq!(leads[0]["data"]["after"]["sourceId"], source.as_str());
 
-    let tampered = br#"{"firstName":"Eve","lastName":"Lead","email":"lea@example.com","company":"Leads Ltd"}"#;
+    let tampered =
+        br#"{"firstName":"Eve","lastName":"Lead","email":"lea@example.com","company":"Leads Ltd"}"#;
     let sig = sign(&secret, "msg_2", now, body);
-    problem(send(&app, &source, "msg_2", now, &sig, tampered).await, 401, "UNAUTHENTICATED").await;
+    problem(
+        send(&app, &source, "msg_2", now, &sig, tampered).await,
+        401,
+        "UNAUTHENTICATED",
+    )
+    .await;
     let stale = now - 600;
     problem(
-        send(&app, &source, "msg_3", stale, &sign(&secret, "msg_3", stale, body), body).await,
+        send(
+            &app,
+            &source,
+            "msg_3",
+            stale,
+            &sign(&secret, "msg_3", stale, body),
+            body,
+        )
+        .await,
         401,
         "UNAUTHENTICATED",
     )
     .await;
     let ahead = now + 600;
     problem(
-        send(&app, &source, "msg_4", ahead, &sign(&secret, "msg_4", ahead, body), body).await,
+        send(
+            &app,
+            &source,
+            "msg_4",
+            ahead,
+            &sign(&secret, "msg_4", ahead, body),
+            body,
+        )
+        .await,
         401,
         "UNAUTHENTICATED",
     )
     .await;
     let other = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
     problem(
-        send(&app, &source, "msg_5", now, &sign(other, "msg_5", now, body), body).await,
+        send(
+            &app,
+            &source,
+            "msg_5",
+            now,
+            &sign(other, "msg_5", now, body),
+            body,
+        )
+        .await,
         401,
         "UNAUTHENTICATED",
     )
     .await;
     // Signed but not a lead: refused naming the field, after verification.
     let no_name = br#"{"email":"x@example.com"}"#;
-    let res = send(&app, &source, "msg_6", now, &sign(&secret, "msg_6", now, no_name), no_name).await;
-    assert_eq!(fields(&problem(res, 400, "VALIDATION_FAILED").await), ["lastName"]);
+    let res = send(
+        &app,
+        &source,
+        "msg_6",
+        now,
+        &sign(&secret, "msg_6", now, no_name),
+        no_name,
+    )
+    .await;
+    assert_eq!(
+        fields(&problem(res, 400, "VALIDATION_FAILED").await),
+        ["lastName"]
+    );
     let unknown = uuid::Uuid::now_v7();
     problem(
-        send(&app, &unknown.to_string(), "msg_7", now, &sign(&secret, "msg_7", now, body), body).await,
+        send(
+            &app,
+            &unknown.to_string(),
+            "msg_7",
+            now,
+            &sign(&secret, "msg_7", now, body),
+            body,
+        )
+        .await,
         404,
         "NOT_FOUND",
     )
     .await;
-    assert_eq!(published(&app, "lead.submitted").await.len(), 1, "nothing refused was published");
+    assert_eq!(
+        published(&app, "lead.submitted").await.len(),
+        1,
+        "nothing refused was published"
+    );
 
     // A generic source publishes what it receives.
     let res = app
-        .post(&t, "/webhooks/inbound-sources", json!({"name": "Billing", "kind": "generic"}))
+        .post(
+            &t,
+            "/webhooks/inbound-sources",
+            json!({"name": "Billing", "kind": "generic"}),
+        )
         .send()
         .await
         .expect("create source");
@@ -124,7 +213,15 @@ async fn inbound_webhooks_are_verified_before_anything_else() {
         b["secret"].as_str().expect("secret").to_owned(),
     );
     let body = br#"{"invoice":42}"#;
-    let res = send(&app, &generic, "inv_42", now, &sign(&gsecret, "inv_42", now, body), body).await;
+    let res = send(
+        &app,
+        &generic,
+        "inv_42",
+        now,
+        &sign(&gsecret, "inv_42", now, body),
+        body,
+    )
+    .await;
     assert_eq!(res.status().as_u16(), 202);
     let received = published(&app, "inbound.received").await;
     assert_eq!(received.len(), 1);

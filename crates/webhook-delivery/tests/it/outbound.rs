@@ -3,12 +3,16 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Options, eventually, problem, fields, spawn, spawn_with};
+use crate::helpers::{Options, eventually, fields, problem, spawn, spawn_with};
 
 fn codes(d: &Value) -> Vec<i64> {
     d["attempts"]
         .as_array()
-        .map(|a| a.iter().map(|a| a["responseStatusCode"].as_i64().unwrap_or(0)).collect())
+        .map(|a| {
+            a.iter()
+                .map(|a| a["responseStatusCode"].as_i64().unwrap_or(0))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -17,7 +21,11 @@ async fn failures_follow_the_schedule_and_end_in_success() {
     let app = spawn().await;
     let t = app.signup().await;
     let (endpoint, _) = app
-        .endpoint(&t, &app.receiver.url("flaky", "500,500,200"), &["team.created"])
+        .endpoint(
+            &t,
+            &app.receiver.url("flaky", "500,500,200"),
+            &["team.created"],
+        )
         .await;
     app.team(&t, "Flaky Team").await;
     let d = eventually("the third try succeeds", || async {
@@ -29,13 +37,22 @@ async fn failures_follow_the_schedule_and_end_in_success() {
     .await;
     assert_eq!(d["attemptCount"], 3);
     assert_eq!(codes(&d), [200, 500, 500], "newest first");
-    assert!(d["attempts"][1]["nextAttemptAt"].is_string(), "a failed try names the next one");
+    assert!(
+        d["attempts"][1]["nextAttemptAt"].is_string(),
+        "a failed try names the next one"
+    );
     assert!(d["nextAttemptAt"].is_null());
     let hits = app.receiver.hits("flaky");
     assert_eq!(hits.len(), 3);
     let id = hits[0].header("webhook-id");
-    assert!(hits.iter().all(|h| h.header("webhook-id") == id), "webhook-id is stable across retries");
-    assert!(hits.iter().all(|h| h.body == hits[0].body), "the same bytes every time");
+    assert!(
+        hits.iter().all(|h| h.header("webhook-id") == id),
+        "webhook-id is stable across retries"
+    );
+    assert!(
+        hits.iter().all(|h| h.body == hits[0].body),
+        "the same bytes every time"
+    );
 }
 
 #[tokio::test]
@@ -53,8 +70,15 @@ async fn redirects_fail_and_are_retried_and_recovered_by_hand() {
             .find(|d| d["status"] == "failed")
     })
     .await;
-    assert_eq!(codes(&d), [302, 302, 302, 302], "every try failed on the 3xx");
-    assert!(app.receiver.hits("moved-target").is_empty(), "the redirect target is never reached");
+    assert_eq!(
+        codes(&d),
+        [302, 302, 302, 302],
+        "every try failed on the 3xx"
+    );
+    assert!(
+        app.receiver.hits("moved-target").is_empty(),
+        "the redirect target is never reached"
+    );
 
     // A manual retry sends it once more, with the same webhook-id.
     let id = d["id"].as_str().expect("id");
@@ -71,11 +95,18 @@ async fn redirects_fail_and_are_retried_and_recovered_by_hand() {
     .await;
     let hits = app.receiver.hits("moved");
     assert_eq!(hits.len(), 5);
-    assert!(hits.iter().all(|h| h.header("webhook-id") == hits[0].header("webhook-id")));
+    assert!(
+        hits.iter()
+            .all(|h| h.header("webhook-id") == hits[0].header("webhook-id"))
+    );
 
     // Recover schedules everything that never succeeded since a time.
     let res = app
-        .post(&t, &format!("/webhooks/endpoints/{endpoint}/recover"), json!({"since": "2020-01-01T00:00:00Z"}))
+        .post(
+            &t,
+            &format!("/webhooks/endpoints/{endpoint}/recover"),
+            json!({"since": "2020-01-01T00:00:00Z"}),
+        )
         .send()
         .await
         .expect("recover");
@@ -95,8 +126,10 @@ async fn a_hanging_endpoint_does_not_delay_another() {
     })
     .await;
     let t = app.signup().await;
-    app.endpoint(&t, &app.receiver.url("hangs", "0"), &["team.created"]).await;
-    app.endpoint(&t, &app.receiver.url("quick", "200"), &["team.created"]).await;
+    app.endpoint(&t, &app.receiver.url("hangs", "0"), &["team.created"])
+        .await;
+    app.endpoint(&t, &app.receiver.url("quick", "200"), &["team.created"])
+        .await;
     for n in 0..4 {
         app.team(&t, &format!("Team {n}")).await;
     }
@@ -104,7 +137,10 @@ async fn a_hanging_endpoint_does_not_delay_another() {
         (app.receiver.hits("quick").len() == 4).then_some(())
     })
     .await;
-    assert!(app.receiver.hanging("hangs") > 0, "the other endpoint is still hanging meanwhile");
+    assert!(
+        app.receiver.hanging("hangs") > 0,
+        "the other endpoint is still hanging meanwhile"
+    );
     assert!(
         app.receiver.hits("hangs").len() <= 2,
         "never more than the per-endpoint limit in flight at a hanging endpoint"
@@ -125,16 +161,23 @@ async fn a_delivery_survives_the_worker_dying_mid_flight() {
     .await;
     app.kill_worker();
     app.restart_worker();
-    let d = eventually("a new worker delivers it once the lease runs out", || async {
-        app.deliveries(&t, &endpoint)
-            .await
-            .into_iter()
-            .find(|d| d["status"] == "succeeded")
-    })
+    let d = eventually(
+        "a new worker delivers it once the lease runs out",
+        || async {
+            app.deliveries(&t, &endpoint)
+                .await
+                .into_iter()
+                .find(|d| d["status"] == "succeeded")
+        },
+    )
     .await;
     let hits = app.receiver.hits("crash");
     assert_eq!(hits.len(), 2);
-    assert_eq!(hits[1].header("webhook-id"), first.header("webhook-id"), "a redelivery keeps its webhook-id");
+    assert_eq!(
+        hits[1].header("webhook-id"),
+        first.header("webhook-id"),
+        "a redelivery keeps its webhook-id"
+    );
     assert_eq!(d["webhookId"], first.header("webhook-id"));
 }
 
@@ -164,7 +207,11 @@ async fn private_and_metadata_targets_are_refused() {
     // A name is resolved at delivery time; loopback behind it is refused too.
     let port = app.receiver.addr.expect("addr").port();
     let (endpoint, _) = app
-        .endpoint(&t, &format!("http://localhost:{port}/s/named/200"), &["team.created"])
+        .endpoint(
+            &t,
+            &format!("http://localhost:{port}/s/named/200"),
+            &["team.created"],
+        )
         .await;
     app.team(&t, "Private Team").await;
     let d = eventually("every try is refused", || async {
@@ -174,9 +221,15 @@ async fn private_and_metadata_targets_are_refused() {
             .find(|d| d["status"] == "failed")
     })
     .await;
-    let error = d["attempts"][0]["error"].as_str().expect("error").to_owned();
+    let error = d["attempts"][0]["error"]
+        .as_str()
+        .expect("error")
+        .to_owned();
     assert!(error.contains("refused"), "{error}");
-    assert!(app.receiver.hits("named").is_empty(), "nothing reached the private address");
+    assert!(
+        app.receiver.hits("named").is_empty(),
+        "nothing reached the private address"
+    );
 }
 
 #[tokio::test]
@@ -186,8 +239,12 @@ async fn gone_disables_the_endpoint_and_tells_the_tenant() {
     let (gone, _) = app
         .endpoint(&t, &app.receiver.url("gone", "410"), &["team.created"])
         .await;
-    app.endpoint(&t, &app.receiver.url("watcher", "200"), &["webhook_endpoint.disabled"])
-        .await;
+    app.endpoint(
+        &t,
+        &app.receiver.url("watcher", "200"),
+        &["webhook_endpoint.disabled"],
+    )
+    .await;
     app.team(&t, "Gone Team").await;
     let hit = eventually("the tenant hears of the disabled endpoint", || async {
         app.receiver.hits("watcher").into_iter().next()
@@ -211,7 +268,11 @@ async fn gone_disables_the_endpoint_and_tells_the_tenant() {
 
     // Enabling it again is the tenant's decision.
     let res = app
-        .patch(&t, &format!("/webhooks/endpoints/{gone}"), json!({"enabled": true}))
+        .patch(
+            &t,
+            &format!("/webhooks/endpoints/{gone}"),
+            json!({"enabled": true}),
+        )
         .send()
         .await
         .expect("patch");
@@ -227,7 +288,10 @@ async fn an_endpoint_failing_too_long_is_disabled() {
     let app = spawn_with(Options {
         extra_env: vec![
             ("CRM_WEBHOOK_DISABLE_AFTER_SECS", "0.5".into()),
-            ("CRM_WEBHOOK_RETRY_SCHEDULE_SECS", "0.3,0.3,0.3,0.3,0.3".into()),
+            (
+                "CRM_WEBHOOK_RETRY_SCHEDULE_SECS",
+                "0.3,0.3,0.3,0.3,0.3".into(),
+            ),
         ],
     })
     .await;
@@ -256,5 +320,8 @@ async fn an_endpoint_failing_too_long_is_disabled() {
             .find(|d| d["status"] == "failed")
     })
     .await;
-    assert!(d["attemptCount"].as_i64().unwrap_or(0) < 6, "no try after disabling");
+    assert!(
+        d["attemptCount"].as_i64().unwrap_or(0) < 6,
+        "no try after disabling"
+    );
 }

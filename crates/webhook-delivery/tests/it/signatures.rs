@@ -49,12 +49,20 @@ fn python() -> Option<String> {
         std::env::var("CI").is_err(),
         "CI must provide the standardwebhooks Python package ({py} cannot import it; .ci/run installs it)"
     );
-    eprintln!("skipping the standardwebhooks check: `{py} -c 'import standardwebhooks'` fails (pip install standardwebhooks)");
+    eprintln!(
+        "skipping the standardwebhooks check: `{py} -c 'import standardwebhooks'` fails (pip install standardwebhooks)"
+    );
     None
 }
 
 /// What the PyPI package says of a delivery; None when the package is not installed.
-fn python_verifies(secret: &str, id: &str, ts: &str, signatures: &str, body: &[u8]) -> Option<bool> {
+fn python_verifies(
+    secret: &str,
+    id: &str,
+    ts: &str,
+    signatures: &str,
+    body: &[u8],
+) -> Option<bool> {
     let py = python()?;
     let mut child = Command::new(py)
         .args(["-c", PY, secret, id, ts, signatures])
@@ -123,9 +131,15 @@ async fn deliveries_verify_and_tampering_fails() {
     let mut tampered = hit.body.to_vec();
     tampered.extend_from_slice(b" ");
     assert!(!verifies(&secret, id, ts, sig, &tampered), "tampered body");
-    assert!(!verifies(&secret, "msg_other", ts, sig, &hit.body), "tampered id");
+    assert!(
+        !verifies(&secret, "msg_other", ts, sig, &hit.body),
+        "tampered id"
+    );
     let later = (ts.parse::<i64>().expect("ts") + 1).to_string();
-    assert!(!verifies(&secret, id, &later, sig, &hit.body), "tampered timestamp");
+    assert!(
+        !verifies(&secret, id, &later, sig, &hit.body),
+        "tampered timestamp"
+    );
 
     // The attempt is recorded with the receiver's answer.
     let d = eventually("the delivery is recorded as succeeded", || async {
@@ -138,10 +152,12 @@ async fn deliveries_verify_and_tampering_fails() {
     assert_eq!(d["webhookId"], hit.header("webhook-id"));
     assert_eq!(d["payload"], body);
     assert_eq!(d["attempts"][0]["responseStatusCode"], 200);
-    assert!(d["attempts"][0]["responseBody"]
-        .as_str()
-        .expect("body")
-        .starts_with("answer 200"));
+    assert!(
+        d["attempts"][0]["responseBody"]
+            .as_str()
+            .expect("body")
+            .starts_with("answer 200")
+    );
 }
 
 #[tokio::test]
@@ -152,7 +168,11 @@ async fn during_rotation_both_secrets_verify() {
         .endpoint(&t, &app.receiver.url("rotated", "200"), &["team.created"])
         .await;
     let res = app
-        .post(&t, &format!("/webhooks/endpoints/{endpoint}/rotate-secret"), json!({}))
+        .post(
+            &t,
+            &format!("/webhooks/endpoints/{endpoint}/rotate-secret"),
+            json!({}),
+        )
         .send()
         .await
         .expect("rotate");
@@ -170,5 +190,8 @@ async fn during_rotation_both_secrets_verify() {
     assert_eq!(hit.header("webhook-signature").split(' ').count(), 2);
     assert!(check(&hit, &old), "the old secret verifies");
     assert!(check(&hit, &new), "the new secret verifies");
-    assert!(!check(&hit, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"), "another secret does not");
+    assert!(
+        !check(&hit, "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        "another secret does not"
+    );
 }

@@ -12,7 +12,8 @@ async fn another_tenant_sees_nothing() {
     let (endpoint, _) = app
         .endpoint(&a, &app.receiver.url("tenant-a", "200"), &["team.created"])
         .await;
-    app.endpoint(&b, &app.receiver.url("tenant-b", "200"), &[]).await;
+    app.endpoint(&b, &app.receiver.url("tenant-b", "200"), &[])
+        .await;
     app.team(&a, "Only For A").await;
     let d = eventually("tenant a's endpoint gets its event", || async {
         app.deliveries(&a, &endpoint)
@@ -37,13 +38,43 @@ async fn another_tenant_sees_nothing() {
     assert!(items[0].get("secret").is_none(), "secrets are never listed");
 
     for res in [
-        app.get(&b, &format!("/webhooks/endpoints/{endpoint}")).send().await,
-        app.patch(&b, &format!("/webhooks/endpoints/{endpoint}"), json!({"description": "mine"})).send().await,
-        app.post(&b, &format!("/webhooks/endpoints/{endpoint}/rotate-secret"), json!({})).send().await,
-        app.get(&b, &format!("/webhooks/endpoints/{endpoint}/deliveries")).send().await,
-        app.post(&b, &format!("/webhooks/endpoints/{endpoint}/recover"), json!({"since": "2020-01-01T00:00:00Z"})).send().await,
-        app.post(&b, &format!("/webhooks/deliveries/{delivery}/retry"), json!({})).send().await,
-        app.delete(&b, &format!("/webhooks/endpoints/{endpoint}")).send().await,
+        app.get(&b, &format!("/webhooks/endpoints/{endpoint}"))
+            .send()
+            .await,
+        app.patch(
+            &b,
+            &format!("/webhooks/endpoints/{endpoint}"),
+            json!({"description": "mine"}),
+        )
+        .send()
+        .await,
+        app.post(
+            &b,
+            &format!("/webhooks/endpoints/{endpoint}/rotate-secret"),
+            json!({}),
+        )
+        .send()
+        .await,
+        app.get(&b, &format!("/webhooks/endpoints/{endpoint}/deliveries"))
+            .send()
+            .await,
+        app.post(
+            &b,
+            &format!("/webhooks/endpoints/{endpoint}/recover"),
+            json!({"since": "2020-01-01T00:00:00Z"}),
+        )
+        .send()
+        .await,
+        app.post(
+            &b,
+            &format!("/webhooks/deliveries/{delivery}/retry"),
+            json!({}),
+        )
+        .send()
+        .await,
+        app.delete(&b, &format!("/webhooks/endpoints/{endpoint}"))
+            .send()
+            .await,
     ] {
         problem(res.expect("request"), 404, "NOT_FOUND").await;
     }
@@ -90,57 +121,110 @@ async fn bad_input_names_the_field() {
     for (body, field) in [
         (json!({"url": "not a url"}), "url"),
         (json!({"url": "ftp://example.com/x"}), "url"),
-        (json!({"url": "https://example.com/x", "eventTypes": ["contact.created", "nope.nope"]}), "eventTypes[1]"),
-        (json!({"url": "https://example.com/x", "eventTypes": ["user.created", "user.created"]}), "eventTypes[1]"),
-        (json!({"url": "https://example.com/x", "description": "x".repeat(501)}), "description"),
+        (
+            json!({"url": "https://example.com/x", "eventTypes": ["contact.created", "nope.nope"]}),
+            "eventTypes[1]",
+        ),
+        (
+            json!({"url": "https://example.com/x", "eventTypes": ["user.created", "user.created"]}),
+            "eventTypes[1]",
+        ),
+        (
+            json!({"url": "https://example.com/x", "description": "x".repeat(501)}),
+            "description",
+        ),
         (json!({"url": 5}), "url"),
     ] {
-        let res = app.post(&t, "/webhooks/endpoints", body.clone()).send().await.expect("create");
+        let res = app
+            .post(&t, "/webhooks/endpoints", body.clone())
+            .send()
+            .await
+            .expect("create");
         let p = problem(res, 400, "VALIDATION_FAILED").await;
         assert_eq!(fields(&p), [field], "{body}");
     }
-    let (endpoint, _) = app.endpoint(&t, "https://example.com/hook", &["contact.created"]).await;
+    let (endpoint, _) = app
+        .endpoint(&t, "https://example.com/hook", &["contact.created"])
+        .await;
     let res = app
-        .patch(&t, &format!("/webhooks/endpoints/{endpoint}"), json!({"eventTypes": ["bogus"]}))
+        .patch(
+            &t,
+            &format!("/webhooks/endpoints/{endpoint}"),
+            json!({"eventTypes": ["bogus"]}),
+        )
         .send()
         .await
         .expect("patch");
-    assert_eq!(fields(&problem(res, 400, "VALIDATION_FAILED").await), ["eventTypes[0]"]);
+    assert_eq!(
+        fields(&problem(res, 400, "VALIDATION_FAILED").await),
+        ["eventTypes[0]"]
+    );
     let res = app
         .patch(&t, &format!("/webhooks/endpoints/{endpoint}"), json!({}))
         .send()
         .await
         .expect("patch");
-    assert_eq!(fields(&problem(res, 400, "VALIDATION_FAILED").await), ["body"]);
+    assert_eq!(
+        fields(&problem(res, 400, "VALIDATION_FAILED").await),
+        ["body"]
+    );
     let res = app
-        .post(&t, &format!("/webhooks/endpoints/{endpoint}/recover"), json!({"since": "yesterday"}))
+        .post(
+            &t,
+            &format!("/webhooks/endpoints/{endpoint}/recover"),
+            json!({"since": "yesterday"}),
+        )
         .send()
         .await
         .expect("recover");
-    assert_eq!(fields(&problem(res, 400, "VALIDATION_FAILED").await), ["since"]);
+    assert_eq!(
+        fields(&problem(res, 400, "VALIDATION_FAILED").await),
+        ["since"]
+    );
     let res = app
-        .get(&t, &format!("/webhooks/endpoints/{endpoint}/deliveries?status=bogus"))
+        .get(
+            &t,
+            &format!("/webhooks/endpoints/{endpoint}/deliveries?status=bogus"),
+        )
         .send()
         .await
         .expect("deliveries");
-    assert_eq!(fields(&problem(res, 400, "VALIDATION_FAILED").await), ["status"]);
+    assert_eq!(
+        fields(&problem(res, 400, "VALIDATION_FAILED").await),
+        ["status"]
+    );
     let res = app
-        .post(&t, "/webhooks/inbound-sources", json!({"name": "Form", "kind": "fax"}))
+        .post(
+            &t,
+            "/webhooks/inbound-sources",
+            json!({"name": "Form", "kind": "fax"}),
+        )
         .send()
         .await
         .expect("source");
-    assert_eq!(fields(&problem(res, 400, "VALIDATION_FAILED").await), ["kind"]);
+    assert_eq!(
+        fields(&problem(res, 400, "VALIDATION_FAILED").await),
+        ["kind"]
+    );
 
     // A stale If-Match is refused; the right one works and bumps the version.
     let res = app
-        .patch(&t, &format!("/webhooks/endpoints/{endpoint}"), json!({"description": "x"}))
+        .patch(
+            &t,
+            &format!("/webhooks/endpoints/{endpoint}"),
+            json!({"description": "x"}),
+        )
         .header("if-match", "\"7\"")
         .send()
         .await
         .expect("patch");
     problem(res, 412, "PRECONDITION_FAILED").await;
     let res = app
-        .patch(&t, &format!("/webhooks/endpoints/{endpoint}"), json!({"description": "Orders", "eventTypes": []}))
+        .patch(
+            &t,
+            &format!("/webhooks/endpoints/{endpoint}"),
+            json!({"description": "Orders", "eventTypes": []}),
+        )
         .header("if-match", "\"1\"")
         .send()
         .await
@@ -150,8 +234,16 @@ async fn bad_input_names_the_field() {
     let e: Value = res.json().await.expect("json");
     assert_eq!(e["description"], "Orders");
     assert_eq!(e["eventTypes"], json!([]));
-    let res = app.delete(&t, &format!("/webhooks/endpoints/{endpoint}")).send().await.expect("delete");
+    let res = app
+        .delete(&t, &format!("/webhooks/endpoints/{endpoint}"))
+        .send()
+        .await
+        .expect("delete");
     assert_eq!(res.status().as_u16(), 204);
-    let res = app.get(&t, &format!("/webhooks/endpoints/{endpoint}")).send().await.expect("get");
+    let res = app
+        .get(&t, &format!("/webhooks/endpoints/{endpoint}"))
+        .send()
+        .await
+        .expect("get");
     problem(res, 404, "NOT_FOUND").await;
 }
