@@ -407,54 +407,75 @@ pub struct AttemptOutcome {
     pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
-/// Records a try and settles or reschedules its delivery; false when the delivery was no
-/// longer leased to this worker (another worker took it over).
-pub async fn record_attempt(
+/// Records tries and settles or reschedules their deliveries; returns the deliveries that
+/// were still leased (others were taken over by another worker and are left alone).
+pub async fn record_attempts(
     tx: &TenantTx,
-    delivery_id: Uuid,
-    o: &AttemptOutcome,
-) -> Result<bool, DbErr> {
-    let status = match (o.succeeded, o.next_attempt_at) {
-        (true, _) => "succeeded",
-        (false, Some(_)) => "pending",
-        (false, None) => "failed",
-    };
-    let updated = tx
-        .conn()
-        .execute_raw(stmt(
-            "UPDATE webhooks.deliveries SET status = $3, attempt_count = attempt_count + 1, \
-             next_attempt_at = $4, lease_until = NULL, updated_at = now() \
-             WHERE tenant_id = $1 AND id = $2 AND status = 'delivering'",
-            [
-                t(tx),
-                delivery_id.into(),
-                status.into(),
-                o.next_attempt_at.into(),
-            ],
-        ))
-        .await?
-        .rows_affected();
-    if updated == 0 {
-        return Ok(false);
+    items: &[(Uuid, &AttemptOutcome)],
+) -> Result<Vec<Uuid>, DbErr> {
+    if items.is_empty() {
+        return Ok(Vec::new());
     }
-    tx.conn()
-        .execute_raw(stmt(
-            "INSERT INTO webhooks.attempts (tenant_id, id, delivery_id, status, response_code, response_body, \
-             error, duration_ms, next_attempt_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-            [
-                t(tx),
-                Uuid::now_v7().into(),
-                delivery_id.into(),
-                (if o.succeeded { "succeeded" } else { "failed" }).into(),
-                o.response_code.into(),
-                o.response_body.clone().into(),
-                o.error.clone().into(),
-                o.duration_ms.into(),
-                o.next_attempt_at.into(),
-            ],
+    let rows: Vec<serde_json::Value> = items
+        .iter()
+        .map(|(id, o)| {
+            let status = match (o.succeeded, o.next_attempt_at) {
+                (true, _) => "succeeded",
+                (false, Some(_)) => "pending",
+                (false, None) => "failed",
+            };
+            serde_json::json!({
+                "id": id,
+                "attempt_id": Uuid::now_v7(),
+                "status": status,
+                "attempt_status": if o.succeeded { "succeeded" } else { "failed" },
+                "code": o.response_code,
+                "body": o.response_body,
+                "error": o.error,
+                "duration_ms": o.duration_ms,
+                "next_at": o.next_attempt_at,
+            })
+        })
+        .collect();
+    let recorded = tx
+        .conn()
+        .query_all_raw(stmt(
+            "WITH v AS (SELECT * FROM jsonb_to_recordset($2) AS v(id uuid, attempt_id uuid, status text, \
+               attempt_status text, code integer, body text, error text, duration_ms bigint, next_at timestamptz)), \
+             done AS (UPDATE webhooks.deliveries d SET status = v.status, attempt_count = d.attempt_count + 1, \
+               next_attempt_at = v.next_at, lease_until = NULL, updated_at = now() \
+               FROM v WHERE d.tenant_id = $1 AND d.id = v.id AND d.status = 'delivering' RETURNING d.id), \
+             tries AS (INSERT INTO webhooks.attempts (tenant_id, id, delivery_id, status, response_code, \
+               response_body, error, duration_ms, next_attempt_at) \
+               SELECT $1, v.attempt_id, v.id, v.attempt_status, v.code, v.body, v.error, v.duration_ms, v.next_at \
+               FROM v JOIN done ON done.id = v.id RETURNING delivery_id) \
+             SELECT delivery_id AS id FROM tries",
+            [t(tx), serde_json::Value::Array(rows).into()],
         ))
         .await?;
-    Ok(true)
+    recorded.iter().map(|r| r.try_get::<Uuid>("", "id")).collect()
+}
+
+/// Deliveries by id.
+pub async fn deliveries_by_id(tx: &TenantTx, ids: &[Uuid]) -> Result<Vec<DeliveryRow>, DbErr> {
+    let list = ids.iter().map(Uuid::to_string).collect::<Vec<_>>().join(",");
+    DeliveryRow::find_by_statement(stmt(
+        &format!("{DELIVERY_SELECT} WHERE tenant_id = $1 AND id = ANY(string_to_array($2, ',')::uuid[]) ORDER BY id"),
+        [t(tx), list.into()],
+    ))
+    .all(tx.conn())
+    .await
+}
+
+/// Endpoints by id, deleted ones included.
+pub async fn endpoints_by_id(tx: &TenantTx, ids: &[Uuid]) -> Result<Vec<EndpointRow>, DbErr> {
+    let list = ids.iter().map(Uuid::to_string).collect::<Vec<_>>().join(",");
+    EndpointRow::find_by_statement(stmt(
+        &format!("{ENDPOINT_SELECT} WHERE tenant_id = $1 AND id = ANY(string_to_array($2, ',')::uuid[])"),
+        [t(tx), list.into()],
+    ))
+    .all(tx.conn())
+    .await
 }
 
 /// Settles a delivery without a try (its endpoint is gone or disabled).

@@ -4,6 +4,7 @@
 //! the delivery is tried again, with the same webhook-id.
 
 use std::{
+    collections::HashMap,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -14,7 +15,7 @@ use crm_kit::{Db, TenantId};
 use rand::Rng;
 use sea_orm::ConnectionTrait;
 use sqlx::postgres::PgListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use uuid::Uuid;
 
@@ -24,7 +25,7 @@ use crate::{
     crypto::{self, SecretCipher},
     service::webhook_id,
     ssrf::{AddressPolicy, CheckedResolver, RefusedAddress},
-    store::{self, AttemptOutcome, NOTIFY_CHANNEL, stmt},
+    store::{self, AttemptOutcome, DeliveryRow, EndpointRow, NOTIFY_CHANNEL, stmt},
 };
 
 /// How much of a response body each attempt keeps.
@@ -32,6 +33,10 @@ const RESPONSE_PREFIX: usize = 1024;
 /// Most deliveries claimed in one round.
 const MAX_BATCH: usize = 100;
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
+/// Finished tries waiting to be recorded before senders wait.
+const RECORD_QUEUE: usize = 4096;
+/// Most tries recorded together.
+const MAX_RECORD_BATCH: usize = 500;
 
 /// Sends webhooks until cancelled.
 #[derive(Clone)]
@@ -98,6 +103,24 @@ impl Worker {
         let settings = self.inner.settings.clone();
         let slots = Arc::new(Semaphore::new(settings.concurrency));
         let tracker = TaskTracker::new();
+        // Finished tries are recorded in batches, one transaction per tenant: a commit per
+        // try would cap the worker at what PostgreSQL can flush.
+        let (done_tx, mut done_rx) = mpsc::channel::<Done>(RECORD_QUEUE);
+        let recorder = {
+            let inner = self.inner.clone();
+            tokio::spawn(async move {
+                while let Some(first) = done_rx.recv().await {
+                    let mut batch = vec![first];
+                    while batch.len() < MAX_RECORD_BATCH {
+                        match done_rx.try_recv() {
+                            Ok(d) => batch.push(d),
+                            Err(_) => break,
+                        }
+                    }
+                    inner.record(batch).await;
+                }
+            })
+        };
         let mut listener: Option<PgListener> = None;
         let mut last_purge: Option<Instant> = None;
         tracing::info!(concurrency = settings.concurrency, "webhook worker started");
@@ -130,19 +153,35 @@ impl Worker {
                 }
             };
             let full = claimed.len() == batch;
+            let mut by_tenant: HashMap<TenantId, Vec<Uuid>> = HashMap::new();
             for (tenant, id) in claimed {
-                let Ok(permit) = slots.clone().try_acquire_owned() else {
-                    break;
-                };
-                let inner = self.inner.clone();
-                let cancel = cancel.clone();
-                tracker.spawn(async move {
-                    tokio::select! {
-                        _ = inner.deliver(tenant, id) => {}
-                        _ = cancel.cancelled() => {}
+                by_tenant.entry(tenant).or_default().push(id);
+            }
+            for (tenant, ids) in by_tenant {
+                let jobs = match self.inner.load(tenant, &ids).await {
+                    Ok(jobs) => jobs,
+                    Err(error) => {
+                        tracing::warn!(tenant_id = %tenant, error = format!("{error:#}"), "cannot load claimed deliveries; their leases run out");
+                        continue;
                     }
-                    drop(permit);
-                });
+                };
+                for job in jobs {
+                    let Ok(permit) = slots.clone().try_acquire_owned() else {
+                        break;
+                    };
+                    let inner = self.inner.clone();
+                    let cancel = cancel.clone();
+                    let done_tx = done_tx.clone();
+                    tracker.spawn(async move {
+                        tokio::select! {
+                            done = inner.attempt(job) => {
+                                drop(permit);
+                                let _ = done_tx.send(done).await;
+                            }
+                            _ = cancel.cancelled() => {}
+                        }
+                    });
+                }
             }
             if !full {
                 wait_for_work(&mut listener, settings.poll_interval, &cancel).await;
@@ -150,6 +189,10 @@ impl Worker {
         }
         tracker.close();
         tracker.wait().await;
+        drop(done_tx);
+        if let Err(error) = recorder.await {
+            tracing::warn!(%error, "webhook recorder stopped abnormally");
+        }
         tracing::info!("webhook worker stopped");
         Ok(())
     }
@@ -263,42 +306,73 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     (at - Utc::now()).to_std().ok()
 }
 
+/// A claimed delivery, loaded with its endpoint and the keys that sign it.
+struct Job {
+    tenant: TenantId,
+    delivery: DeliveryRow,
+    endpoint: Arc<EndpointRow>,
+    keys: Arc<Vec<Vec<u8>>>,
+}
+
+/// A finished try, waiting to be recorded.
+struct Done {
+    tenant: TenantId,
+    delivery_id: Uuid,
+    endpoint: Arc<EndpointRow>,
+    outcome: AttemptOutcome,
+    gone: bool,
+}
+
 impl Inner {
-    async fn deliver(&self, tenant: TenantId, id: Uuid) {
-        if let Err(error) = self.try_deliver(tenant, id).await {
-            tracing::warn!(
-                tenant_id = %tenant,
-                delivery_id = %id,
-                error = format!("{error:#}"),
-                "cannot record a webhook try; its lease runs out and it is tried again"
-            );
+    /// Loads the claimed deliveries of one tenant with their endpoints; deliveries whose
+    /// endpoint was deleted or disabled are settled as failed without a try.
+    async fn load(&self, tenant: TenantId, ids: &[Uuid]) -> anyhow::Result<Vec<Job>> {
+        let tx = self.db.tenant_tx(tenant).await?;
+        let deliveries = store::deliveries_by_id(&tx, ids).await?;
+        let mut endpoint_ids: Vec<Uuid> = deliveries.iter().map(|d| d.endpoint_id).collect();
+        endpoint_ids.sort_unstable();
+        endpoint_ids.dedup();
+        let mut endpoints: HashMap<Uuid, (Arc<EndpointRow>, Arc<Vec<Vec<u8>>>)> = HashMap::new();
+        for e in store::endpoints_by_id(&tx, &endpoint_ids).await? {
+            if e.deleted || !e.enabled {
+                continue;
+            }
+            let mut keys = vec![self.cipher.open(e.id, &e.secret_enc, &e.secret_nonce)?];
+            if let (Some(enc), Some(nonce), Some(until)) = (
+                &e.previous_secret_enc,
+                &e.previous_secret_nonce,
+                e.previous_secret_expires_at,
+            ) && until > Utc::now()
+            {
+                keys.push(self.cipher.open(e.id, enc, nonce)?);
+            }
+            endpoints.insert(e.id, (Arc::new(e), Arc::new(keys)));
         }
+        let mut jobs = Vec::with_capacity(deliveries.len());
+        for d in deliveries {
+            match endpoints.get(&d.endpoint_id) {
+                Some((endpoint, keys)) => jobs.push(Job {
+                    tenant,
+                    endpoint: endpoint.clone(),
+                    keys: keys.clone(),
+                    delivery: d,
+                }),
+                None => store::fail_without_attempt(&tx, d.id).await?,
+            }
+        }
+        tx.commit().await?;
+        Ok(jobs)
     }
 
-    async fn try_deliver(&self, tenant: TenantId, id: Uuid) -> anyhow::Result<()> {
-        let tx = self.db.tenant_tx(tenant).await?;
-        let Some(d) = store::delivery(&tx, id).await? else {
-            tx.commit().await?;
-            return Ok(());
-        };
-        let endpoint = store::endpoint_any(&tx, d.endpoint_id).await?;
-        let Some(e) = endpoint.filter(|e| !e.deleted && e.enabled) else {
-            store::fail_without_attempt(&tx, id).await?;
-            tx.commit().await?;
-            return Ok(());
-        };
-        tx.commit().await?;
-
-        let mut keys = vec![self.cipher.open(e.id, &e.secret_enc, &e.secret_nonce)?];
-        if let (Some(enc), Some(nonce), Some(until)) = (
-            &e.previous_secret_enc,
-            &e.previous_secret_nonce,
-            e.previous_secret_expires_at,
-        ) && until > Utc::now()
-        {
-            keys.push(self.cipher.open(e.id, enc, nonce)?);
-        }
-        let msg_id = webhook_id(id);
+    /// Signs and sends one delivery and works out what comes next.
+    async fn attempt(&self, job: Job) -> Done {
+        let Job {
+            tenant,
+            delivery: d,
+            endpoint: e,
+            keys,
+        } = job;
+        let msg_id = webhook_id(d.id);
         let timestamp = Utc::now().timestamp();
         let signature = keys
             .iter()
@@ -354,7 +428,8 @@ impl Inner {
                 )
             }
             Sent::Failed { timeout, error } => {
-                let next = scheduled().map(|d| if timeout { d.max(s.throttle_min) } else { d });
+                let next =
+                    scheduled().map(|d| if timeout { d.max(s.throttle_min) } else { d });
                 (
                     AttemptOutcome {
                         succeeded: false,
@@ -368,52 +443,99 @@ impl Inner {
                 )
             }
         };
-        let label = if outcome.succeeded {
-            "succeeded"
-        } else {
-            "failed"
-        };
+        let label = if outcome.succeeded { "succeeded" } else { "failed" };
         metrics::counter!("crm_webhook_attempts_total", "outcome" => label).increment(1);
-        metrics::histogram!("crm_webhook_attempt_duration_seconds").record(duration.as_secs_f64());
-
-        let tx = self.db.tenant_tx(tenant).await?;
-        if !store::record_attempt(&tx, id, &outcome).await? {
-            // Another worker took the delivery over after the lease ran out.
-            tx.rollback().await?;
-            return Ok(());
+        metrics::histogram!("crm_webhook_attempt_duration_seconds")
+            .record(duration.as_secs_f64());
+        Done {
+            tenant,
+            delivery_id: d.id,
+            endpoint: e,
+            outcome,
+            gone,
         }
-        let disable = if gone {
-            Some("gone")
-        } else {
-            let since = store::record_health(&tx, e.id, outcome.succeeded).await?;
-            let limit =
-                chrono::Duration::from_std(s.disable_after).unwrap_or(chrono::Duration::MAX);
-            since
-                .filter(|t| Utc::now() - *t >= limit)
-                .map(|_| "failing")
-        };
-        if let Some(reason) = disable
-            && store::disable_endpoint(&tx, e.id, reason).await?
-        {
-            tracing::info!(tenant_id = %tenant, endpoint_id = %e.id, reason, "webhook endpoint disabled");
-            let mut after = e.public_json();
-            after["enabled"] = false.into();
-            after["disabledReason"] = reason.into();
-            store::emit(
-                &tx,
-                Event::new(
-                    "webhook-delivery",
-                    catalog::ENDPOINT_DISABLED,
-                    tenant,
-                    None,
-                    "webhook_endpoint",
-                    e.id,
-                    Some(e.public_json()),
-                    Some(after),
-                ),
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+
+    /// Records finished tries, one transaction per tenant; a batch that cannot be recorded
+    /// is tried again once its leases run out.
+    async fn record(&self, done: Vec<Done>) {
+        let mut by_tenant: HashMap<TenantId, Vec<Done>> = HashMap::new();
+        for d in done {
+            by_tenant.entry(d.tenant).or_default().push(d);
+        }
+        for (tenant, items) in by_tenant {
+            if let Err(error) = self.record_tenant(tenant, &items).await {
+                tracing::warn!(
+                    tenant_id = %tenant,
+                    tries = items.len(),
+                    error = format!("{error:#}"),
+                    "cannot record webhook tries; their leases run out and they are tried again"
+                );
+            }
+        }
+    }
+
+    async fn record_tenant(&self, tenant: TenantId, items: &[Done]) -> anyhow::Result<()> {
+        let tx = self.db.tenant_tx(tenant).await?;
+        let recorded = store::record_attempts(
+            &tx,
+            &items
+                .iter()
+                .map(|d| (d.delivery_id, &d.outcome))
+                .collect::<Vec<_>>(),
+        )
+        .await?;
+        // The endpoints' health, changed only where it changes.
+        let mut health: HashMap<Uuid, (Arc<EndpointRow>, bool, bool)> = HashMap::new();
+        for d in items.iter().filter(|d| recorded.contains(&d.delivery_id)) {
+            let h = health
+                .entry(d.endpoint.id)
+                .or_insert_with(|| (d.endpoint.clone(), false, false));
+            h.1 |= d.outcome.succeeded;
+            h.2 |= d.gone;
+        }
+        let limit = chrono::Duration::from_std(self.settings.disable_after)
+            .unwrap_or(chrono::Duration::MAX);
+        for (endpoint, any_success, gone) in health.into_values() {
+            let disable = if gone {
+                Some("gone")
+            } else if any_success {
+                if endpoint.failing_since.is_some() {
+                    store::record_health(&tx, endpoint.id, true).await?;
+                }
+                None
+            } else {
+                let since = match endpoint.failing_since {
+                    Some(t) => Some(t),
+                    None => store::record_health(&tx, endpoint.id, false).await?,
+                };
+                since
+                    .filter(|t| Utc::now() - *t >= limit)
+                    .map(|_| "failing")
+            };
+            if let Some(reason) = disable
+                && store::disable_endpoint(&tx, endpoint.id, reason).await?
+            {
+                tracing::info!(tenant_id = %tenant, endpoint_id = %endpoint.id, reason, "webhook endpoint disabled");
+                let mut after = endpoint.public_json();
+                after["enabled"] = false.into();
+                after["disabledReason"] = reason.into();
+                store::emit(
+                    &tx,
+                    Event::new(
+                        "webhook-delivery",
+                        catalog::ENDPOINT_DISABLED,
+                        tenant,
+                        None,
+                        "webhook_endpoint",
+                        endpoint.id,
+                        Some(endpoint.public_json()),
+                        Some(after),
+                    ),
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            }
         }
         tx.commit().await?;
         Ok(())
