@@ -15,7 +15,7 @@ use crm_kit::{Db, TenantId};
 use rand::Rng;
 use sea_orm::ConnectionTrait;
 use sqlx::postgres::PgListener;
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use uuid::Uuid;
 
@@ -106,8 +106,11 @@ impl Worker {
         // Finished tries are recorded in batches, one transaction per tenant: a commit per
         // try would cap the worker at what PostgreSQL can flush.
         let (done_tx, mut done_rx) = mpsc::channel::<Done>(RECORD_QUEUE);
+        // Recorded tries free their endpoints' slots: the claim loop looks again at once.
+        let recorded = Arc::new(Notify::new());
         let recorder = {
             let inner = self.inner.clone();
+            let recorded = recorded.clone();
             tokio::spawn(async move {
                 while let Some(first) = done_rx.recv().await {
                     let mut batch = vec![first];
@@ -118,6 +121,7 @@ impl Worker {
                         }
                     }
                     inner.record(batch).await;
+                    recorded.notify_one();
                 }
             })
         };
@@ -184,7 +188,10 @@ impl Worker {
                 }
             }
             if !full {
-                wait_for_work(&mut listener, settings.poll_interval, &cancel).await;
+                tokio::select! {
+                    _ = wait_for_work(&mut listener, settings.poll_interval, &cancel) => {}
+                    _ = recorded.notified() => {}
+                }
             }
         }
         tracker.close();
