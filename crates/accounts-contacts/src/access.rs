@@ -161,12 +161,15 @@ impl Access {
     }
 }
 
+/// Recently read permissions by tenant and subject.
+type AccessCache = HashMap<(TenantId, Uuid), (Instant, Arc<Access>)>;
+
 /// Effective permissions from identity, kept briefly per caller so a page of requests costs
 /// one call to identity.
 #[derive(Clone)]
 pub struct Permissions {
     identity: IdentityServiceClient<Channel>,
-    cache: Arc<Mutex<HashMap<(TenantId, Uuid), (Instant, Arc<Access>)>>>,
+    cache: Arc<Mutex<AccessCache>>,
     ttl: Duration,
 }
 

@@ -138,13 +138,25 @@ async fn up(mut config: Config, demo: bool, embedded: bool) -> anyhow::Result<()
     if demo {
         seed_demo(identity.identity()).await?;
     }
-    // In one process the gateway reaches identity where it actually listens.
-    let mut identity_addr = identity.grpc_addr()?;
-    if identity_addr.ip().is_unspecified() {
-        identity_addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    // In one process the services reach each other where they actually listen.
+    config.identity_url = local_url(identity.grpc_addr()?);
+    let accounts = crm_accounts_contacts::Application::build(
+        &config,
+        crm_accounts_contacts::Deps {
+            db: db.clone(),
+            bus: Some(bus.clone()),
+        },
+    )
+    .await?;
+    println!(
+        "accounts-contacts: gRPC http://{}  HTTP http://{} (/livez /readyz /metrics)",
+        accounts.grpc_addr()?,
+        accounts.http_addr()?
+    );
+    let mut settings = crm_gateway::GatewaySettings::from_env(&config.identity_url)?;
+    if let Some(cell) = settings.cells.get_mut("default") {
+        cell.accounts = local_url(accounts.grpc_addr()?);
     }
-    config.identity_url = format!("http://{identity_addr}");
-    let settings = crm_gateway::GatewaySettings::from_env(&config.identity_url)?;
     let gateway = crm_gateway::Application::build(&config, settings, cache.clone()).await?;
     let gateway_addr = gateway.addr()?;
     let cancel = CancellationToken::new();
@@ -152,11 +164,12 @@ async fn up(mut config: Config, demo: bool, embedded: bool) -> anyhow::Result<()
     let services = tokio::spawn({
         let cancel = cancel.clone();
         async move {
-            let (i, g) = tokio::join!(
+            let (i, a, g) = tokio::join!(
                 identity.run_until_stopped(cancel.clone()),
+                accounts.run_until_stopped(cancel.clone()),
                 gateway.run_until_stopped(cancel.clone())
             );
-            i.and(g)
+            i.and(a).and(g)
         }
     });
     println!("gateway: http://{gateway_addr}/api/v1 (docs: http://{gateway_addr}/api/v1/docs)");
@@ -169,6 +182,14 @@ async fn up(mut config: Config, demo: bool, embedded: bool) -> anyhow::Result<()
     }
     println!("crm is up; Ctrl-C stops it");
     services.await?
+}
+
+/// The URL a service in this process is reached at.
+fn local_url(mut addr: std::net::SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    format!("http://{addr}")
 }
 
 async fn lapin_probe(url: &str) -> anyhow::Result<()> {

@@ -34,7 +34,7 @@ use crate::{
     config::GatewaySettings,
     error::{OwnErrorFormat, render_problems},
     middleware::{Idempotency, RateLimiter, authenticate, client_address, idempotency, rate_limit},
-    routes::identity,
+    routes::{accounts, identity},
 };
 
 /// What every handler shares.
@@ -193,6 +193,7 @@ pub fn router(
     let public = identity::public().layer(from_fn_with_state(limiter.clone(), rate_limit));
     // Layers run outermost-last: authenticate, then rate limit (it needs the caller), then idempotency.
     let protected = identity::protected()
+        .merge(accounts::protected())
         .layer(from_fn_with_state(idem, idempotency))
         .layer(from_fn_with_state(limiter, rate_limit))
         .layer(from_fn_with_state(verifier, authenticate));
@@ -358,4 +359,50 @@ pub fn openapi_document() -> anyhow::Result<String> {
         &settings,
     );
     Ok(doc.to_pretty_json()?)
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn openapi_document_lists_the_accounts_section() {
+        let doc: serde_json::Value =
+            serde_json::from_str(&super::openapi_document().unwrap()).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+        let paths = doc["paths"].as_object().unwrap();
+        for (path, methods) in [
+            ("/api/v1/contacts", &["get", "post"][..]),
+            ("/api/v1/contacts/bulk", &["post"]),
+            ("/api/v1/contacts/{id}", &["get", "patch", "delete"]),
+            ("/api/v1/contacts/{id}/restore", &["post"]),
+            ("/api/v1/accounts", &["get", "post"]),
+            ("/api/v1/accounts/{id}", &["get", "patch", "delete"]),
+            ("/api/v1/accounts/{id}/restore", &["post"]),
+            ("/api/v1/accounts/{id}/contacts", &["get"]),
+            (
+                "/api/v1/accounts/{id}/contacts/{contactId}",
+                &["put", "delete"],
+            ),
+            ("/api/v1/custom-fields", &["get", "post"]),
+            ("/api/v1/custom-fields/{id}", &["patch", "delete"]),
+        ] {
+            for m in methods {
+                assert!(
+                    paths[path].get(*m).is_some(),
+                    "{m} {path} is not documented"
+                );
+            }
+        }
+        // Every reference resolves.
+        let text = doc.to_string();
+        for r in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+            let name = &r[..r.find('"').unwrap()];
+            assert!(
+                doc["components"]["schemas"].get(name).is_some(),
+                "dangling reference to {name}"
+            );
+        }
+        // Fields a role may hide are optional in the schema.
+        let required = &doc["components"]["schemas"]["Contact"]["required"];
+        assert!(!required.as_array().unwrap().iter().any(|f| f == "email"));
+    }
 }

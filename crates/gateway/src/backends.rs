@@ -5,7 +5,10 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use axum::{extract::FromRequestParts, http::request::Parts};
 use crm_kit::{ApiError, Caller, TenantId};
-use crm_proto::identity::identity_service_client::IdentityServiceClient;
+use crm_proto::{
+    accounts::accounts_service_client::AccountsServiceClient,
+    identity::identity_service_client::IdentityServiceClient,
+};
 use tonic::transport::{Channel, Endpoint};
 
 use crate::{config::GatewaySettings, error::GwError};
@@ -14,6 +17,7 @@ use crate::{config::GatewaySettings, error::GwError};
 #[derive(Clone)]
 pub struct Cell {
     pub identity: IdentityServiceClient<Channel>,
+    pub accounts: AccountsServiceClient<Channel>,
 }
 
 /// Every cell, and which tenant lives where.
@@ -45,6 +49,10 @@ impl Backends {
                         &urls.identity,
                         settings.request_timeout,
                     )?),
+                    accounts: AccountsServiceClient::new(channel(
+                        &urls.accounts,
+                        settings.request_timeout,
+                    )?),
                 },
             );
         }
@@ -71,9 +79,16 @@ impl Backends {
     pub fn identity(
         &self,
         tenant: Option<TenantId>,
-    ) -> Result<crm_proto::identity::identity_service_client::IdentityServiceClient<Channel>, GwError>
-    {
+    ) -> Result<IdentityServiceClient<Channel>, GwError> {
         Ok(self.cell(tenant)?.identity.clone())
+    }
+
+    /// A client of accounts-contacts in the tenant's cell.
+    pub fn accounts(
+        &self,
+        tenant: Option<TenantId>,
+    ) -> Result<AccountsServiceClient<Channel>, GwError> {
+        Ok(self.cell(tenant)?.accounts.clone())
     }
 
     /// Builds a gRPC request carrying the context of the REST request.

@@ -36,6 +36,15 @@ pub struct GatewaySettings {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CellUrls {
     pub identity: String,
+    /// The accounts-contacts service (`crm.accounts.v1.AccountsService`).
+    pub accounts: String,
+}
+
+/// Where the default cell's accounts service listens unless `CRM_ACCOUNTS_CONTACTS_URL` says otherwise.
+pub const DEFAULT_ACCOUNTS_URL: &str = "http://127.0.0.1:50052";
+
+fn is_http_url(url: &str) -> bool {
+    url.starts_with("http://") || url.starts_with("https://")
 }
 
 impl GatewaySettings {
@@ -45,7 +54,8 @@ impl GatewaySettings {
         Self::from_map(&vars, identity_url)
     }
 
-    /// Reads settings from a map.
+    /// Reads settings from a map; `CRM_ACCOUNTS_CONTACTS_URL` (default
+    /// `http://127.0.0.1:50052`) is the default cell's accounts service.
     pub fn from_map(
         vars: &HashMap<String, String>,
         identity_url: &str,
@@ -115,11 +125,19 @@ impl GatewaySettings {
                 )),
             }
         }
+        let accounts =
+            get("CRM_ACCOUNTS_CONTACTS_URL").unwrap_or_else(|| DEFAULT_ACCOUNTS_URL.to_owned());
+        if !is_http_url(&accounts) {
+            errors.push(format!(
+                "CRM_ACCOUNTS_CONTACTS_URL: not an http(s) URL: {accounts:?}"
+            ));
+        }
         let mut cells = HashMap::new();
         cells.insert(
             "default".to_owned(),
             CellUrls {
                 identity: identity_url.to_owned(),
+                accounts,
             },
         );
         let mut tenant_cells = HashMap::new();
@@ -135,18 +153,27 @@ impl GatewaySettings {
                 };
                 let cell = cell.trim().to_owned();
                 if !cells.contains_key(&cell) {
-                    let var = format!(
-                        "CRM_CELL_{}_IDENTITY_URL",
-                        cell.to_uppercase().replace('-', "_")
-                    );
-                    match get(&var) {
-                        Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
-                            cells.insert(cell.clone(), CellUrls { identity: url });
+                    let prefix = format!("CRM_CELL_{}", cell.to_uppercase().replace('-', "_"));
+                    let mut url = |service: &str| {
+                        let var = format!("{prefix}_{service}_URL");
+                        match get(&var) {
+                            Some(url) if is_http_url(&url) => Some(url),
+                            Some(url) => {
+                                errors.push(format!("{var}: not an http(s) URL: {url:?}"));
+                                None
+                            }
+                            None => {
+                                errors.push(format!(
+                                    "{var}: required because CRM_TENANT_CELLS names cell {cell:?}"
+                                ));
+                                None
+                            }
                         }
-                        Some(url) => errors.push(format!("{var}: not an http(s) URL: {url:?}")),
-                        None => errors.push(format!(
-                            "{var}: required because CRM_TENANT_CELLS names cell {cell:?}"
-                        )),
+                    };
+                    if let (Some(identity), Some(accounts)) =
+                        (url("IDENTITY"), url("ACCOUNTS_CONTACTS"))
+                    {
+                        cells.insert(cell.clone(), CellUrls { identity, accounts });
                     }
                 }
                 tenant_cells.insert(tenant, cell);
@@ -185,16 +212,44 @@ mod tests {
                 "CRM_CELL_BIG_IDENTITY_URL".to_owned(),
                 "http://big:50051".to_owned(),
             ),
+            (
+                "CRM_CELL_BIG_ACCOUNTS_CONTACTS_URL".to_owned(),
+                "http://big:50052".to_owned(),
+            ),
         ]
         .into();
         let s = GatewaySettings::from_map(&vars, "http://id:1").unwrap();
         assert_eq!(s.tenant_cells[&t], "big");
         assert_eq!(s.cells["big"].identity, "http://big:50051");
+        assert_eq!(s.cells["big"].accounts, "http://big:50052");
         let vars: HashMap<String, String> =
             [("CRM_TENANT_CELLS".to_owned(), format!("{t}=nowhere"))].into();
         let err = GatewaySettings::from_map(&vars, "http://id:1")
             .unwrap_err()
             .to_string();
         assert!(err.contains("CRM_CELL_NOWHERE_IDENTITY_URL"), "{err}");
+        assert!(
+            err.contains("CRM_CELL_NOWHERE_ACCOUNTS_CONTACTS_URL"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn accounts_url() {
+        let s = GatewaySettings::from_map(&HashMap::new(), "http://id:1").unwrap();
+        assert_eq!(s.cells["default"].accounts, DEFAULT_ACCOUNTS_URL);
+        let vars: HashMap<String, String> = [(
+            "CRM_ACCOUNTS_CONTACTS_URL".to_owned(),
+            "http://acc:7".to_owned(),
+        )]
+        .into();
+        let s = GatewaySettings::from_map(&vars, "http://id:1").unwrap();
+        assert_eq!(s.cells["default"].accounts, "http://acc:7");
+        let vars: HashMap<String, String> =
+            [("CRM_ACCOUNTS_CONTACTS_URL".to_owned(), "acc:7".to_owned())].into();
+        let err = GatewaySettings::from_map(&vars, "http://id:1")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("CRM_ACCOUNTS_CONTACTS_URL"), "{err}");
     }
 }
