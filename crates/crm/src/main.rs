@@ -135,9 +135,11 @@ async fn up(mut config: Config, demo: bool, embedded: bool) -> anyhow::Result<()
         identity.grpc_addr()?,
         identity.http_addr()?
     );
-    if demo {
-        seed_demo(identity.identity()).await?;
-    }
+    let demo_admin = if demo {
+        seed_demo(identity.identity()).await?
+    } else {
+        None
+    };
     // In one process the services reach each other where they actually listen.
     config.identity_url = local_url(identity.grpc_addr()?);
     let accounts = crm_accounts_contacts::Application::build(
@@ -161,6 +163,7 @@ async fn up(mut config: Config, demo: bool, embedded: bool) -> anyhow::Result<()
     let gateway_addr = gateway.addr()?;
     let cancel = CancellationToken::new();
     server::cancel_on_signals(cancel.clone());
+    let accounts_service = accounts.accounts().clone();
     let services = tokio::spawn({
         let cancel = cancel.clone();
         async move {
@@ -172,6 +175,9 @@ async fn up(mut config: Config, demo: bool, embedded: bool) -> anyhow::Result<()
             i.and(a).and(g)
         }
     });
+    if let Some(admin) = demo_admin {
+        seed_demo_records(&accounts_service, &admin).await?;
+    }
     println!("gateway: http://{gateway_addr}/api/v1 (docs: http://{gateway_addr}/api/v1/docs)");
     if demo {
         println!(
@@ -207,7 +213,10 @@ async fn lapin_probe(url: &str) -> anyhow::Result<()> {
 const DEMO_SLUG: &str = "demo";
 const DEMO_PASSWORD: &str = "demo-password-2026";
 
-async fn seed_demo(identity: &crm_identity::Identity) -> anyhow::Result<()> {
+/// Creates the demo tenant's users; returns its admin when the tenant is new.
+async fn seed_demo(
+    identity: &crm_identity::Identity,
+) -> anyhow::Result<Option<(crm_kit::Caller, String)>> {
     use crm_proto::identity as pb;
     let signed = identity
         .sign_up(pb::SignUpRequest {
@@ -226,13 +235,14 @@ async fn seed_demo(identity: &crm_identity::Identity) -> anyhow::Result<()> {
                 .verify(&token)
                 .await
                 .map_err(|e| anyhow::anyhow!("demo token: {e}"))?;
+            let mut rep = String::new();
             for (email, name, role) in [
                 ("manager@demo.example", "Morgan Manager", "sales_manager"),
                 ("rep@demo.example", "Riley Rep", "sales_rep"),
                 ("support@demo.example", "Sam Support", "support_agent"),
                 ("viewer@demo.example", "Vic Viewer", "read_only"),
             ] {
-                identity
+                let user = identity
                     .create_user(
                         &caller,
                         pb::CreateUserRequest {
@@ -245,11 +255,101 @@ async fn seed_demo(identity: &crm_identity::Identity) -> anyhow::Result<()> {
                     )
                     .await
                     .map_err(|e| anyhow::anyhow!("demo user {email}: {e}"))?;
+                if role == "sales_rep" {
+                    rep = user.id;
+                }
             }
             println!("demo tenant created");
+            Ok(Some((caller, rep)))
         }
-        Err(e) if e.code == crm_kit::ErrorCode::Conflict => println!("demo tenant already exists"),
+        Err(e) if e.code == crm_kit::ErrorCode::Conflict => {
+            println!("demo tenant already exists");
+            Ok(None)
+        }
         Err(e) => bail!("cannot create the demo tenant: {e}"),
     }
+}
+
+/// A few accounts and contacts for the demo tenant, some owned by the sales rep.
+async fn seed_demo_records(
+    accounts: &crm_accounts_contacts::Accounts,
+    (admin, rep): &(crm_kit::Caller, String),
+) -> anyhow::Result<()> {
+    use crm_proto::accounts as pb;
+    let records = [
+        (
+            "Northwind Traders",
+            "northwind.example",
+            "Wholesale",
+            "Nancy",
+            "Davolio",
+            "nancy@northwind.example",
+            "+1 206 555 0101",
+        ),
+        (
+            "Contoso Pharmaceuticals",
+            "contoso.example",
+            "Healthcare",
+            "Анна",
+            "Иванова",
+            "anna@contoso.example",
+            "+44 20 7946 0958",
+        ),
+        (
+            "Fabrikam Robotics",
+            "fabrikam.example",
+            "Manufacturing",
+            "健",
+            "佐藤",
+            "ken.sato@fabrikam.example",
+            "+81 3 1234 5678",
+        ),
+        (
+            "Tailspin Toys",
+            "tailspin.example",
+            "Retail",
+            "María",
+            "García",
+            "maria@tailspin.example",
+            "+34 912 345 678",
+        ),
+    ];
+    for (i, (name, website, industry, first, last, email, phone)) in records.into_iter().enumerate()
+    {
+        let owner = if i % 2 == 0 {
+            rep.clone()
+        } else {
+            admin.subject.to_string()
+        };
+        let account = accounts
+            .create_account(
+                admin,
+                pb::CreateAccountRequest {
+                    name: name.into(),
+                    website: website.into(),
+                    industry: industry.into(),
+                    owner_user_id: owner.clone(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("demo account {name}: {e}"))?;
+        accounts
+            .create_contact(
+                admin,
+                pb::CreateContactRequest {
+                    first_name: first.into(),
+                    last_name: last.into(),
+                    email: email.into(),
+                    phone: phone.into(),
+                    account_id: account.id,
+                    owner_user_id: owner,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("demo contact {email}: {e}"))?;
+    }
+    println!("demo accounts and contacts created");
     Ok(())
 }

@@ -131,7 +131,7 @@ async fn livez() -> &'static str {
     "ok"
 }
 
-/// Readiness: Redis and identity answer.
+/// Readiness: Redis, identity and accounts-contacts answer.
 #[utoipa::path(get, path = "/readyz", tag = "meta", responses(
     (status = 200, description = "Ready", content_type = "text/plain", body = String),
     (status = 503, description = "A dependency is down, one line each", content_type = "text/plain", body = String)))]
@@ -143,17 +143,38 @@ async fn readyz(State(s): State<AppState>) -> Response {
         res
     };
     let mut failures = s.readiness.check().await;
-    let mut cell = match s.backends.cell(None) {
-        Ok(c) => c.identity.clone(),
+    let cell = match s.backends.cell(None) {
+        Ok(c) => c.clone(),
         Err(_) => return not_ready("no default cell".to_owned()),
     };
     let probe = tokio::time::timeout(
         Duration::from_secs(2),
-        cell.get_jwks(crm_proto::identity::GetJwksRequest {}),
+        cell.identity
+            .clone()
+            .get_jwks(crm_proto::identity::GetJwksRequest {}),
     )
     .await;
     if !matches!(probe, Ok(Ok(_))) {
         failures.push("identity: unreachable".into());
+    }
+    // Any answer, even "unauthenticated", shows accounts-contacts is up; transport errors
+    // and time-outs do not.
+    let mut accounts = cell.accounts.clone();
+    let probe = tokio::time::timeout(
+        Duration::from_secs(2),
+        accounts.list_custom_fields(crm_proto::accounts::ListCustomFieldsRequest::default()),
+    )
+    .await;
+    let reachable = match probe {
+        Ok(Ok(_)) => true,
+        Ok(Err(status)) => !matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded
+        ),
+        Err(_) => false,
+    };
+    if !reachable {
+        failures.push("accounts-contacts: unreachable".into());
     }
     if failures.is_empty() {
         (StatusCode::OK, "ok".to_owned()).into_response()
