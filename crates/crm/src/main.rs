@@ -159,6 +159,23 @@ async fn up(mut config: Config, demo: bool, embedded: bool) -> anyhow::Result<()
     if let Some(cell) = settings.cells.get_mut("default") {
         cell.accounts = local_url(accounts.grpc_addr()?);
     }
+    let webhooks = crm_webhook_delivery::Application::build(
+        &config,
+        crm_webhook_delivery::WebhookSettings::from_env(config.env)?,
+        crm_webhook_delivery::Deps {
+            db: db.clone(),
+            bus: Some(bus.clone()),
+        },
+    )
+    .await?;
+    println!(
+        "webhook-delivery: gRPC http://{}  HTTP http://{} (/livez /readyz /metrics)",
+        webhooks.grpc_addr()?,
+        webhooks.http_addr()?
+    );
+    if let Some(cell) = settings.cells.get_mut("default") {
+        cell.webhooks = local_url(webhooks.grpc_addr()?);
+    }
     let gateway = crm_gateway::Application::build(&config, settings, cache.clone()).await?;
     let gateway_addr = gateway.addr()?;
     let cancel = CancellationToken::new();
@@ -167,12 +184,13 @@ async fn up(mut config: Config, demo: bool, embedded: bool) -> anyhow::Result<()
     let services = tokio::spawn({
         let cancel = cancel.clone();
         async move {
-            let (i, a, g) = tokio::join!(
+            let (i, a, w, g) = tokio::join!(
                 identity.run_until_stopped(cancel.clone()),
                 accounts.run_until_stopped(cancel.clone()),
+                webhooks.run_until_stopped(cancel.clone()),
                 gateway.run_until_stopped(cancel.clone())
             );
-            i.and(a).and(g)
+            i.and(a).and(w).and(g)
         }
     });
     if let Some(admin) = demo_admin {

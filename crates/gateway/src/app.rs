@@ -34,7 +34,7 @@ use crate::{
     config::GatewaySettings,
     error::{OwnErrorFormat, render_problems},
     middleware::{Idempotency, RateLimiter, authenticate, client_address, idempotency, rate_limit},
-    routes::{accounts, identity},
+    routes::{accounts, identity, webhooks},
 };
 
 /// What every handler shares.
@@ -211,10 +211,13 @@ pub fn router(
         cache,
         body_limit: settings.body_limit,
     };
-    let public = identity::public().layer(from_fn_with_state(limiter.clone(), rate_limit));
+    let public = identity::public()
+        .merge(webhooks::public())
+        .layer(from_fn_with_state(limiter.clone(), rate_limit));
     // Layers run outermost-last: authenticate, then rate limit (it needs the caller), then idempotency.
     let protected = identity::protected()
         .merge(accounts::protected())
+        .merge(webhooks::protected())
         .layer(from_fn_with_state(idem, idempotency))
         .layer(from_fn_with_state(limiter, rate_limit))
         .layer(from_fn_with_state(verifier, authenticate));

@@ -8,6 +8,7 @@ use crm_kit::{ApiError, Caller, TenantId};
 use crm_proto::{
     accounts::accounts_service_client::AccountsServiceClient,
     identity::identity_service_client::IdentityServiceClient,
+    webhooks::webhook_service_client::WebhookServiceClient,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -18,6 +19,7 @@ use crate::{config::GatewaySettings, error::GwError};
 pub struct Cell {
     pub identity: IdentityServiceClient<Channel>,
     pub accounts: AccountsServiceClient<Channel>,
+    pub webhooks: WebhookServiceClient<Channel>,
 }
 
 /// Every cell, and which tenant lives where.
@@ -51,6 +53,10 @@ impl Backends {
                     )?),
                     accounts: AccountsServiceClient::new(channel(
                         &urls.accounts,
+                        settings.request_timeout,
+                    )?),
+                    webhooks: WebhookServiceClient::new(channel(
+                        &urls.webhooks,
                         settings.request_timeout,
                     )?),
                 },
@@ -89,6 +95,15 @@ impl Backends {
         tenant: Option<TenantId>,
     ) -> Result<AccountsServiceClient<Channel>, GwError> {
         Ok(self.cell(tenant)?.accounts.clone())
+    }
+
+    /// A client of the webhook service in the tenant's cell (the default cell when no
+    /// tenant is known: inbound webhooks).
+    pub fn webhooks(
+        &self,
+        tenant: Option<TenantId>,
+    ) -> Result<WebhookServiceClient<Channel>, GwError> {
+        Ok(self.cell(tenant)?.webhooks.clone())
     }
 
     /// Builds a gRPC request carrying the context of the REST request.

@@ -38,10 +38,15 @@ pub struct CellUrls {
     pub identity: String,
     /// The accounts-contacts service (`crm.accounts.v1.AccountsService`).
     pub accounts: String,
+    /// The webhook-delivery service (`CRM_WEBHOOK_DELIVERY_URL`, `CRM_CELL_<NAME>_WEBHOOK_DELIVERY_URL`).
+    pub webhooks: String,
 }
 
 /// Where the default cell's accounts service listens unless `CRM_ACCOUNTS_CONTACTS_URL` says otherwise.
 pub const DEFAULT_ACCOUNTS_URL: &str = "http://127.0.0.1:50052";
+
+/// Where the default cell's webhook-delivery service listens unless `CRM_WEBHOOK_DELIVERY_URL` says otherwise.
+pub const DEFAULT_WEBHOOKS_URL: &str = "http://127.0.0.1:50056";
 
 fn is_http_url(url: &str) -> bool {
     url.starts_with("http://") || url.starts_with("https://")
@@ -132,12 +137,20 @@ impl GatewaySettings {
                 "CRM_ACCOUNTS_CONTACTS_URL: not an http(s) URL: {accounts:?}"
             ));
         }
+        let webhooks =
+            get("CRM_WEBHOOK_DELIVERY_URL").unwrap_or_else(|| DEFAULT_WEBHOOKS_URL.to_owned());
+        if !is_http_url(&webhooks) {
+            errors.push(format!(
+                "CRM_WEBHOOK_DELIVERY_URL: not an http(s) URL: {webhooks:?}"
+            ));
+        }
         let mut cells = HashMap::new();
         cells.insert(
             "default".to_owned(),
             CellUrls {
                 identity: identity_url.to_owned(),
                 accounts,
+                webhooks,
             },
         );
         let mut tenant_cells = HashMap::new();
@@ -170,10 +183,19 @@ impl GatewaySettings {
                             }
                         }
                     };
-                    if let (Some(identity), Some(accounts)) =
-                        (url("IDENTITY"), url("ACCOUNTS_CONTACTS"))
-                    {
-                        cells.insert(cell.clone(), CellUrls { identity, accounts });
+                    if let (Some(identity), Some(accounts), Some(webhooks)) = (
+                        url("IDENTITY"),
+                        url("ACCOUNTS_CONTACTS"),
+                        url("WEBHOOK_DELIVERY"),
+                    ) {
+                        cells.insert(
+                            cell.clone(),
+                            CellUrls {
+                                identity,
+                                accounts,
+                                webhooks,
+                            },
+                        );
                     }
                 }
                 tenant_cells.insert(tenant, cell);
@@ -216,12 +238,18 @@ mod tests {
                 "CRM_CELL_BIG_ACCOUNTS_CONTACTS_URL".to_owned(),
                 "http://big:50052".to_owned(),
             ),
+            (
+                "CRM_CELL_BIG_WEBHOOK_DELIVERY_URL".to_owned(),
+                "http://big:50056".to_owned(),
+            ),
         ]
         .into();
         let s = GatewaySettings::from_map(&vars, "http://id:1").unwrap();
         assert_eq!(s.tenant_cells[&t], "big");
         assert_eq!(s.cells["big"].identity, "http://big:50051");
         assert_eq!(s.cells["big"].accounts, "http://big:50052");
+        assert_eq!(s.cells["big"].webhooks, "http://big:50056");
+        assert_eq!(s.cells["default"].webhooks, DEFAULT_WEBHOOKS_URL);
         let vars: HashMap<String, String> =
             [("CRM_TENANT_CELLS".to_owned(), format!("{t}=nowhere"))].into();
         let err = GatewaySettings::from_map(&vars, "http://id:1")

@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod identity;
+pub mod webhooks;
 
 use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},

@@ -1,0 +1,327 @@
+//! Delivery behaviour a receiver notices: retries on schedule, no redirects, isolation of a
+//! hanging endpoint, nothing lost when the worker dies, SSRF refusals, disabling.
+
+use serde_json::{Value, json};
+
+use crate::helpers::{Options, eventually, fields, problem, spawn, spawn_with};
+
+fn codes(d: &Value) -> Vec<i64> {
+    d["attempts"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|a| a["responseStatusCode"].as_i64().unwrap_or(0))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn failures_follow_the_schedule_and_end_in_success() {
+    let app = spawn().await;
+    let t = app.signup().await;
+    let (endpoint, _) = app
+        .endpoint(
+            &t,
+            &app.receiver.url("flaky", "500,500,200"),
+            &["team.created"],
+        )
+        .await;
+    app.team(&t, "Flaky Team").await;
+    let d = eventually("the third try succeeds", || async {
+        app.deliveries(&t, &endpoint)
+            .await
+            .into_iter()
+            .find(|d| d["status"] == "succeeded")
+    })
+    .await;
+    assert_eq!(d["attemptCount"], 3);
+    assert_eq!(codes(&d), [200, 500, 500], "newest first");
+    assert!(
+        d["attempts"][1]["nextAttemptAt"].is_string(),
+        "a failed try names the next one"
+    );
+    assert!(d["nextAttemptAt"].is_null());
+    let hits = app.receiver.hits("flaky");
+    assert_eq!(hits.len(), 3);
+    let id = hits[0].header("webhook-id");
+    assert!(
+        hits.iter().all(|h| h.header("webhook-id") == id),
+        "webhook-id is stable across retries"
+    );
+    assert!(
+        hits.iter().all(|h| h.body == hits[0].body),
+        "the same bytes every time"
+    );
+}
+
+#[tokio::test]
+async fn redirects_fail_and_are_retried_and_recovered_by_hand() {
+    let app = spawn().await;
+    let t = app.signup().await;
+    let (endpoint, _) = app
+        .endpoint(&t, &app.receiver.url("moved", "302"), &["team.created"])
+        .await;
+    app.team(&t, "Moved Team").await;
+    let d = eventually("the schedule runs out", || async {
+        app.deliveries(&t, &endpoint)
+            .await
+            .into_iter()
+            .find(|d| d["status"] == "failed")
+    })
+    .await;
+    assert_eq!(
+        codes(&d),
+        [302, 302, 302, 302],
+        "every try failed on the 3xx"
+    );
+    assert!(
+        app.receiver.hits("moved-target").is_empty(),
+        "the redirect target is never reached"
+    );
+
+    // A manual retry sends it once more, with the same webhook-id.
+    let id = d["id"].as_str().expect("id");
+    let res = app
+        .post(&t, &format!("/webhooks/deliveries/{id}/retry"), json!({}))
+        .send()
+        .await
+        .expect("retry");
+    assert_eq!(res.status().as_u16(), 202);
+    eventually("the manual retry is tried", || async {
+        let d = app.deliveries(&t, &endpoint).await.into_iter().next()?;
+        (d["status"] == "failed" && d["attemptCount"].as_i64() == Some(5)).then_some(())
+    })
+    .await;
+    let hits = app.receiver.hits("moved");
+    assert_eq!(hits.len(), 5);
+    assert!(
+        hits.iter()
+            .all(|h| h.header("webhook-id") == hits[0].header("webhook-id"))
+    );
+
+    // Recover schedules everything that never succeeded since a time.
+    let res = app
+        .post(
+            &t,
+            &format!("/webhooks/endpoints/{endpoint}/recover"),
+            json!({"since": "2020-01-01T00:00:00Z"}),
+        )
+        .send()
+        .await
+        .expect("recover");
+    assert_eq!(res.status().as_u16(), 202);
+    let b: Value = res.json().await.expect("json");
+    assert_eq!(b["scheduled"], 1);
+    eventually("the recovered delivery is tried", || async {
+        (app.receiver.hits("moved").len() >= 6).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_hanging_endpoint_does_not_delay_another() {
+    let app = spawn_with(Options {
+        extra_env: vec![("CRM_WEBHOOK_TIMEOUT_SECS", "20".into())],
+    })
+    .await;
+    let t = app.signup().await;
+    app.endpoint(&t, &app.receiver.url("hangs", "0"), &["team.created"])
+        .await;
+    app.endpoint(&t, &app.receiver.url("quick", "200"), &["team.created"])
+        .await;
+    for n in 0..4 {
+        app.team(&t, &format!("Team {n}")).await;
+    }
+    eventually("the quick endpoint gets every event", || async {
+        (app.receiver.hits("quick").len() == 4).then_some(())
+    })
+    .await;
+    assert!(
+        app.receiver.hanging("hangs") > 0,
+        "the other endpoint is still hanging meanwhile"
+    );
+    assert!(
+        app.receiver.hits("hangs").len() <= 2,
+        "never more than the per-endpoint limit in flight at a hanging endpoint"
+    );
+}
+
+#[tokio::test]
+async fn a_delivery_survives_the_worker_dying_mid_flight() {
+    let app = spawn().await;
+    let t = app.signup().await;
+    let (endpoint, _) = app
+        .endpoint(&t, &app.receiver.url("crash", "0,200"), &["team.created"])
+        .await;
+    app.team(&t, "Crash Team").await;
+    let first = eventually("the first try reaches the receiver", || async {
+        app.receiver.hits("crash").into_iter().next()
+    })
+    .await;
+    app.kill_worker();
+    app.restart_worker();
+    let d = eventually(
+        "a new worker delivers it once the lease runs out",
+        || async {
+            app.deliveries(&t, &endpoint)
+                .await
+                .into_iter()
+                .find(|d| d["status"] == "succeeded")
+        },
+    )
+    .await;
+    let hits = app.receiver.hits("crash");
+    assert_eq!(hits.len(), 2);
+    assert_eq!(
+        hits[1].header("webhook-id"),
+        first.header("webhook-id"),
+        "a redelivery keeps its webhook-id"
+    );
+    assert_eq!(d["webhookId"], first.header("webhook-id"));
+}
+
+#[tokio::test]
+async fn private_and_metadata_targets_are_refused() {
+    let app = spawn_with(Options {
+        extra_env: vec![("CRM_WEBHOOK_ALLOW_NETS", String::new())],
+    })
+    .await;
+    let t = app.signup().await;
+    for url in [
+        "https://169.254.169.254/latest/meta-data",
+        "https://10.0.0.1/hook",
+        "https://[::1]/hook",
+        "https://[::ffff:127.0.0.1]/hook",
+        "https://100.64.0.1/hook",
+        &app.receiver.url("direct", "200"),
+    ] {
+        let res = app
+            .post(&t, "/webhooks/endpoints", json!({"url": url}))
+            .send()
+            .await
+            .expect("create");
+        let p = problem(res, 400, "VALIDATION_FAILED").await;
+        assert_eq!(fields(&p), ["url"], "{url}");
+    }
+    // A name is resolved at delivery time; loopback behind it is refused too.
+    let port = app.receiver.addr.expect("addr").port();
+    let (endpoint, _) = app
+        .endpoint(
+            &t,
+            &format!("http://localhost:{port}/s/named/200"),
+            &["team.created"],
+        )
+        .await;
+    app.team(&t, "Private Team").await;
+    let d = eventually("every try is refused", || async {
+        app.deliveries(&t, &endpoint)
+            .await
+            .into_iter()
+            .find(|d| d["status"] == "failed")
+    })
+    .await;
+    let error = d["attempts"][0]["error"]
+        .as_str()
+        .expect("error")
+        .to_owned();
+    assert!(error.contains("refused"), "{error}");
+    assert!(
+        app.receiver.hits("named").is_empty(),
+        "nothing reached the private address"
+    );
+}
+
+#[tokio::test]
+async fn gone_disables_the_endpoint_and_tells_the_tenant() {
+    let app = spawn().await;
+    let t = app.signup().await;
+    let (gone, _) = app
+        .endpoint(&t, &app.receiver.url("gone", "410"), &["team.created"])
+        .await;
+    app.endpoint(
+        &t,
+        &app.receiver.url("watcher", "200"),
+        &["webhook_endpoint.disabled"],
+    )
+    .await;
+    app.team(&t, "Gone Team").await;
+    let hit = eventually("the tenant hears of the disabled endpoint", || async {
+        app.receiver.hits("watcher").into_iter().next()
+    })
+    .await;
+    let body = hit.json();
+    assert_eq!(body["type"], "webhook_endpoint.disabled");
+    assert_eq!(body["data"]["entityId"], gone.as_str());
+    assert_eq!(body["data"]["after"]["disabledReason"], "gone");
+    let e: Value = app
+        .get(&t, &format!("/webhooks/endpoints/{gone}"))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(e["enabled"], false);
+    assert_eq!(e["disabledReason"], "gone");
+    assert_eq!(app.receiver.hits("gone").len(), 1, "410 is not retried");
+
+    // Enabling it again is the tenant's decision.
+    let res = app
+        .patch(
+            &t,
+            &format!("/webhooks/endpoints/{gone}"),
+            json!({"enabled": true}),
+        )
+        .send()
+        .await
+        .expect("patch");
+    assert_eq!(res.status().as_u16(), 200);
+    let e: Value = res.json().await.expect("json");
+    assert_eq!(e["enabled"], true);
+    assert!(e["disabledReason"].is_null());
+}
+
+#[tokio::test]
+async fn an_endpoint_failing_too_long_is_disabled() {
+    // The 5 days shrink to half a second; the schedule outlasts it.
+    let app = spawn_with(Options {
+        extra_env: vec![
+            ("CRM_WEBHOOK_DISABLE_AFTER_SECS", "0.5".into()),
+            (
+                "CRM_WEBHOOK_RETRY_SCHEDULE_SECS",
+                "0.3,0.3,0.3,0.3,0.3".into(),
+            ),
+        ],
+    })
+    .await;
+    let t = app.signup().await;
+    let (endpoint, _) = app
+        .endpoint(&t, &app.receiver.url("broken", "500"), &["team.created"])
+        .await;
+    app.team(&t, "Broken Team").await;
+    let e = eventually("the endpoint is disabled", || async {
+        let e: Value = app
+            .get(&t, &format!("/webhooks/endpoints/{endpoint}"))
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (e["enabled"] == false).then_some(e)
+    })
+    .await;
+    assert_eq!(e["disabledReason"], "failing");
+    let d = eventually("its pending delivery is dropped", || async {
+        app.deliveries(&t, &endpoint)
+            .await
+            .into_iter()
+            .find(|d| d["status"] == "failed")
+    })
+    .await;
+    assert!(
+        d["attemptCount"].as_i64().unwrap_or(0) < 6,
+        "no try after disabling"
+    );
+}

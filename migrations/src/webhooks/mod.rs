@@ -1,0 +1,19 @@
+//! The webhooks schema.
+
+use sea_orm_migration::prelude::*;
+
+mod m0001_initial;
+
+/// Migrates the `webhooks` schema.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migration_table_name() -> DynIden {
+        Alias::new("seaql_migrations_webhooks").into_iden()
+    }
+
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m0001_initial::Migration)]
+    }
+}
