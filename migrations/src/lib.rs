@@ -9,6 +9,7 @@ use sea_orm_migration::{
 
 pub mod accounts;
 pub mod identity;
+pub mod search;
 
 /// The group role that holds the runtime privileges; service login roles are members of it.
 pub const RUNTIME_GROUP: &str = "crm_runtime";
@@ -23,6 +24,7 @@ pub async fn migrate_all(admin_url: &str, runtime_role: &str) -> anyhow::Result<
     ensure_roles(&db, runtime_role).await?;
     identity::Migrator::up(&db, None).await?;
     accounts::Migrator::up(&db, None).await?;
+    search::Migrator::up(&db, None).await?;
     db.close().await?;
     Ok(())
 }

@@ -19,6 +19,11 @@ pub mod crm {
             tonic::include_proto!("crm.accounts.v1");
         }
     }
+    pub mod search {
+        pub mod v1 {
+            tonic::include_proto!("crm.search.v1");
+        }
+    }
     pub mod events {
         pub mod v1 {
             tonic::include_proto!("crm.events.v1");
@@ -26,4 +31,6 @@ pub mod crm {
     }
 }
 
-pub use crm::{accounts::v1 as accounts, events::v1 as events, identity::v1 as identity};
+pub use crm::{
+    accounts::v1 as accounts, events::v1 as events, identity::v1 as identity, search::v1 as search,
+};
