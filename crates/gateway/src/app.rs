@@ -34,7 +34,7 @@ use crate::{
     config::GatewaySettings,
     error::{OwnErrorFormat, render_problems},
     middleware::{Idempotency, RateLimiter, authenticate, client_address, idempotency, rate_limit},
-    routes::{accounts, identity},
+    routes::{accounts, identity, search},
 };
 
 /// What every handler shares.
@@ -215,6 +215,7 @@ pub fn router(
     // Layers run outermost-last: authenticate, then rate limit (it needs the caller), then idempotency.
     let protected = identity::protected()
         .merge(accounts::protected())
+        .merge(search::protected())
         .layer(from_fn_with_state(idem, idempotency))
         .layer(from_fn_with_state(limiter, rate_limit))
         .layer(from_fn_with_state(verifier, authenticate));

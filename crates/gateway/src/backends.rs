@@ -8,6 +8,7 @@ use crm_kit::{ApiError, Caller, TenantId};
 use crm_proto::{
     accounts::accounts_service_client::AccountsServiceClient,
     identity::identity_service_client::IdentityServiceClient,
+    search::search_service_client::SearchServiceClient,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -18,6 +19,7 @@ use crate::{config::GatewaySettings, error::GwError};
 pub struct Cell {
     pub identity: IdentityServiceClient<Channel>,
     pub accounts: AccountsServiceClient<Channel>,
+    pub search: SearchServiceClient<Channel>,
 }
 
 /// Every cell, and which tenant lives where.
@@ -51,6 +53,10 @@ impl Backends {
                     )?),
                     accounts: AccountsServiceClient::new(channel(
                         &urls.accounts,
+                        settings.request_timeout,
+                    )?),
+                    search: SearchServiceClient::new(channel(
+                        &urls.search,
                         settings.request_timeout,
                     )?),
                 },
@@ -89,6 +95,14 @@ impl Backends {
         tenant: Option<TenantId>,
     ) -> Result<AccountsServiceClient<Channel>, GwError> {
         Ok(self.cell(tenant)?.accounts.clone())
+    }
+
+    /// A client of search in the tenant's cell.
+    pub fn search(
+        &self,
+        tenant: Option<TenantId>,
+    ) -> Result<SearchServiceClient<Channel>, GwError> {
+        Ok(self.cell(tenant)?.search.clone())
     }
 
     /// Builds a gRPC request carrying the context of the REST request.

@@ -38,10 +38,15 @@ pub struct CellUrls {
     pub identity: String,
     /// The accounts-contacts service (`crm.accounts.v1.AccountsService`).
     pub accounts: String,
+    /// The search service (`crm.search.v1.SearchService`).
+    pub search: String,
 }
 
 /// Where the default cell's accounts service listens unless `CRM_ACCOUNTS_CONTACTS_URL` says otherwise.
 pub const DEFAULT_ACCOUNTS_URL: &str = "http://127.0.0.1:50052";
+
+/// Where the default cell's search service listens unless `CRM_SEARCH_URL` says otherwise.
+pub const DEFAULT_SEARCH_URL: &str = "http://127.0.0.1:50055";
 
 fn is_http_url(url: &str) -> bool {
     url.starts_with("http://") || url.starts_with("https://")
@@ -132,12 +137,17 @@ impl GatewaySettings {
                 "CRM_ACCOUNTS_CONTACTS_URL: not an http(s) URL: {accounts:?}"
             ));
         }
+        let search = get("CRM_SEARCH_URL").unwrap_or_else(|| DEFAULT_SEARCH_URL.to_owned());
+        if !is_http_url(&search) {
+            errors.push(format!("CRM_SEARCH_URL: not an http(s) URL: {search:?}"));
+        }
         let mut cells = HashMap::new();
         cells.insert(
             "default".to_owned(),
             CellUrls {
                 identity: identity_url.to_owned(),
                 accounts,
+                search,
             },
         );
         let mut tenant_cells = HashMap::new();
@@ -170,10 +180,17 @@ impl GatewaySettings {
                             }
                         }
                     };
-                    if let (Some(identity), Some(accounts)) =
-                        (url("IDENTITY"), url("ACCOUNTS_CONTACTS"))
+                    if let (Some(identity), Some(accounts), Some(search)) =
+                        (url("IDENTITY"), url("ACCOUNTS_CONTACTS"), url("SEARCH"))
                     {
-                        cells.insert(cell.clone(), CellUrls { identity, accounts });
+                        cells.insert(
+                            cell.clone(),
+                            CellUrls {
+                                identity,
+                                accounts,
+                                search,
+                            },
+                        );
                     }
                 }
                 tenant_cells.insert(tenant, cell);
@@ -216,12 +233,17 @@ mod tests {
                 "CRM_CELL_BIG_ACCOUNTS_CONTACTS_URL".to_owned(),
                 "http://big:50052".to_owned(),
             ),
+            (
+                "CRM_CELL_BIG_SEARCH_URL".to_owned(),
+                "http://big:50055".to_owned(),
+            ),
         ]
         .into();
         let s = GatewaySettings::from_map(&vars, "http://id:1").unwrap();
         assert_eq!(s.tenant_cells[&t], "big");
         assert_eq!(s.cells["big"].identity, "http://big:50051");
         assert_eq!(s.cells["big"].accounts, "http://big:50052");
+        assert_eq!(s.cells["big"].search, "http://big:50055");
         let vars: HashMap<String, String> =
             [("CRM_TENANT_CELLS".to_owned(), format!("{t}=nowhere"))].into();
         let err = GatewaySettings::from_map(&vars, "http://id:1")
@@ -232,6 +254,7 @@ mod tests {
             err.contains("CRM_CELL_NOWHERE_ACCOUNTS_CONTACTS_URL"),
             "{err}"
         );
+        assert!(err.contains("CRM_CELL_NOWHERE_SEARCH_URL"), "{err}");
     }
 
     #[test]

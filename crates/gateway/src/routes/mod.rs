@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod identity;
+pub mod search;
 
 use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
