@@ -43,7 +43,8 @@ pub struct TestStack {
     pub search_url: String,
     /// The owner connection (bypasses row-level security), to wipe the index.
     pub admin: DatabaseConnection,
-    _db: Db,
+    /// The runtime pool (row-level security applies).
+    pub db: Db,
     admin_url: String,
     bus: BusConfig,
     cancel: CancellationToken,
@@ -214,7 +215,7 @@ pub async fn spawn() -> TestStack {
         admin: Database::connect(&admin_url)
             .await
             .expect("admin connection"),
-        _db: db,
+        db,
         admin_url,
         bus,
         cancel,

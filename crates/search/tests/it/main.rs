@@ -2,5 +2,6 @@
 //! whose events travel over the real RabbitMQ to the search service's consumer; queries go
 //! through the gateway again. Local PostgreSQL, RabbitMQ and Redis.
 
+mod events;
 mod helpers;
 mod search;
