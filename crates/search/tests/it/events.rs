@@ -10,7 +10,13 @@ use uuid::Uuid;
 
 use crate::helpers::{TestStack, spawn};
 
-fn event(tenant: TenantId, id: Uuid, t: &str, before: Option<Value>, after: Option<Value>) -> Event {
+fn event(
+    tenant: TenantId,
+    id: Uuid,
+    t: &str,
+    before: Option<Value>,
+    after: Option<Value>,
+) -> Event {
     Event::new(
         "accounts-contacts",
         t,
@@ -89,7 +95,13 @@ async fn the_highest_version_wins_whatever_the_order() {
         (4, false, "Olga Newer".into(), "olga@example.com".into())
     );
     // Another tenant's transaction cannot touch this tenant's document.
-    let other = event(TenantId::new(), id, "contact.deleted", Some(full("Newer", 9)), None);
+    let other = event(
+        TenantId::new(),
+        id,
+        "contact.deleted",
+        Some(full("Newer", 9)),
+        None,
+    );
     handle(&st, &other).await;
     assert!(!doc(&st, tenant, id).await.1);
 }

@@ -373,3 +373,66 @@ async fn bad_input_is_a_400_naming_the_field() {
         st.search(&admin, &format!("q={odd}")).await;
     }
 }
+
+#[tokio::test]
+async fn scope_team_reaches_the_teams_records_only() {
+    let st = spawn().await;
+    let admin = st.signup().await;
+    let res = st
+        .post(
+            &admin,
+            "/roles",
+            json!({"key": "team_lead", "name": "Team lead", "permissions": [
+                {"objectType": "contact", "action": "read", "scope": "team"}]}),
+        )
+        .send()
+        .await
+        .expect("role");
+    assert_eq!(
+        res.status(),
+        201,
+        "{}",
+        res.text().await.unwrap_or_default()
+    );
+    let lead = st.user(&admin, "team_lead").await;
+    let mate = st.user(&admin, "sales_rep").await;
+    let stranger = st.user(&admin, "sales_rep").await;
+    let team = s(
+        &st.create(&admin, "/teams", json!({"name": "North"})).await,
+        "id",
+    );
+    for u in [&lead, &mate] {
+        let res = st
+            .post(
+                &admin,
+                &format!("/teams/{team}/members/{}", u.id),
+                json!({}),
+            )
+            .send()
+            .await
+            .expect("member");
+        assert!(res.status().is_success(), "add member");
+    }
+    let mates = s(
+        &st.create(
+            &admin,
+            "/contacts",
+            json!({"firstName": "Tamsin", "lastName": "Mate", "ownerUserId": mate.id}),
+        )
+        .await,
+        "id",
+    );
+    st.create(
+        &admin,
+        "/contacts",
+        json!({"firstName": "Tamsin", "lastName": "Stranger", "ownerUserId": stranger.id}),
+    )
+    .await;
+    st.create(&admin, "/accounts", json!({"name": "Tamsin Holdings"}))
+        .await;
+    st.search_until(&admin, "q=tamsin", "all indexed", |h| h.len() == 3)
+        .await;
+    // The lead reads the team's contacts and may not read accounts at all.
+    let hits = st.search(&lead, "q=tamsin").await;
+    assert_eq!(ids(&hits), [mates.as_str()], "{hits:?}");
+}
