@@ -81,13 +81,13 @@ pub async fn apply(tx: &TenantTx, obs: Observation) -> Result<(), DbErr> {
         return Ok(());
     };
     let fields = obs.kind.fields_of(&record);
+    let folded = Kind::folded(&fields);
     let owner = obs.kind.owner_of(&record);
-    let trgm_text = fields
+    let trgm_text = folded
         .values()
         .filter_map(Value::as_str)
         .collect::<Vec<_>>()
-        .join(" ")
-        .to_lowercase();
+        .join(" ");
     let title = fields
         .get(obs.kind.title)
         .and_then(Value::as_str)
@@ -100,6 +100,7 @@ pub async fn apply(tx: &TenantTx, obs: Observation) -> Result<(), DbErr> {
         Value::Object(record).into(),
         Value::Object(fields).into(),
         title.into(),
+        Value::Object(folded).into(),
         trgm_text.into(),
         deleted.into(),
         obs.reindex_gen.into(),
@@ -107,9 +108,9 @@ pub async fn apply(tx: &TenantTx, obs: Observation) -> Result<(), DbErr> {
     tx.conn()
         .execute_raw(stmt(
             "UPDATE search.documents SET version = $4, owner_user_id = $5, record = $6, \
-             fields = $7, title = $8, trgm_text = $9, tsv = to_tsvector('simple', $9), \
-             deleted = $10, deleted_at = CASE WHEN $10 THEN coalesce(deleted_at, clock_timestamp()) END, \
-             reindex_gen = coalesce($11, reindex_gen), updated_at = clock_timestamp() \
+             fields = $7, title = $8, folded = $9, trgm_text = $10, tsv = to_tsvector('simple', $10), \
+             deleted = $11, deleted_at = CASE WHEN $11 THEN coalesce(deleted_at, clock_timestamp()) END, \
+             reindex_gen = coalesce($12, reindex_gen), updated_at = clock_timestamp() \
              WHERE tenant_id = $1 AND entity_type = $2 AND entity_id = $3",
             values,
         ))
@@ -132,18 +133,21 @@ pub struct Scope {
 pub struct Candidate {
     pub kind: &'static Kind,
     pub id: Uuid,
+    /// For display.
     pub fields: Map<String, Value>,
+    /// For matching.
+    pub folded: Map<String, Value>,
 }
 
 /// The caller-visible text of each scope's documents, as one SQL expression.
 fn visible_text(scopes: &[Scope]) -> String {
-    let mut sql = String::from("lower(CASE d.entity_type");
+    let mut sql = String::from("(CASE d.entity_type");
     for s in scopes {
         // Kind and field names are constants of this crate, never input.
         let parts: Vec<String> = s
             .visible
             .iter()
-            .map(|f| format!("d.fields->>'{f}'"))
+            .map(|f| format!("d.folded->>'{f}'"))
             .collect();
         let text = if parts.is_empty() {
             "''".to_owned()
@@ -216,7 +220,7 @@ pub async fn candidates(
         None => String::new(),
     };
     let sql = format!(
-        "SELECT d.entity_type, d.entity_id, d.fields FROM search.documents d \
+        "SELECT d.entity_type, d.entity_id, d.fields, d.folded FROM search.documents d \
          WHERE d.tenant_id = $1 AND NOT d.deleted AND ({reach}) AND {indexed} AND {visible} \
          ORDER BY {prefix_first}word_similarity($2, {vis}) DESC, d.entity_id \
          LIMIT {CANDIDATES}",
@@ -230,10 +234,12 @@ pub async fn candidates(
             continue;
         };
         let fields: Value = r.try_get("", "fields")?;
+        let folded: Value = r.try_get("", "folded")?;
         out.push(Candidate {
             kind: s.kind,
             id: r.try_get("", "entity_id")?,
             fields: fields.as_object().cloned().unwrap_or_default(),
+            folded: folded.as_object().cloned().unwrap_or_default(),
         });
     }
     Ok(out)

@@ -78,6 +78,44 @@ pub fn kind(name: &str) -> Option<&'static Kind> {
     KINDS.iter().copied().find(|k| k.name == name)
 }
 
+/// Lower case without diacritics, so "garcia" finds "García" as an exact word.
+pub fn fold(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars().flat_map(char::to_lowercase) {
+        let plain = match c {
+            'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' | 'ā' | 'ă' | 'ą' => "a",
+            'æ' => "ae",
+            'ç' | 'ć' | 'ĉ' | 'ċ' | 'č' => "c",
+            'ď' | 'đ' | 'ð' => "d",
+            'è' | 'é' | 'ê' | 'ë' | 'ē' | 'ĕ' | 'ė' | 'ę' | 'ě' => "e",
+            'ĝ' | 'ğ' | 'ġ' | 'ģ' => "g",
+            'ĥ' | 'ħ' => "h",
+            'ì' | 'í' | 'î' | 'ï' | 'ĩ' | 'ī' | 'ĭ' | 'į' | 'ı' => "i",
+            'ĵ' => "j",
+            'ķ' => "k",
+            'ĺ' | 'ļ' | 'ľ' | 'ŀ' | 'ł' => "l",
+            'ñ' | 'ń' | 'ņ' | 'ň' => "n",
+            'ò' | 'ó' | 'ô' | 'õ' | 'ö' | 'ø' | 'ō' | 'ŏ' | 'ő' => "o",
+            'œ' => "oe",
+            'ŕ' | 'ŗ' | 'ř' => "r",
+            'ś' | 'ŝ' | 'ş' | 'š' | 'ș' => "s",
+            'ß' => "ss",
+            'ţ' | 'ť' | 'ŧ' | 'ț' => "t",
+            'ù' | 'ú' | 'û' | 'ü' | 'ũ' | 'ū' | 'ŭ' | 'ů' | 'ű' | 'ų' => "u",
+            'ŵ' => "w",
+            'ý' | 'ÿ' | 'ŷ' => "y",
+            'ź' | 'ż' | 'ž' => "z",
+            'þ' => "th",
+            _ => {
+                out.push(c);
+                continue;
+            }
+        };
+        out.push_str(plain);
+    }
+    out
+}
+
 fn text(record: &Map<String, Value>, key: &str) -> Option<String> {
     record
         .get(key)
@@ -124,6 +162,14 @@ impl Kind {
         out
     }
 
+    /// The searchable fields folded for matching ([`fold`]); `fields_of` keeps them for display.
+    pub fn folded(fields: &Map<String, Value>) -> Map<String, Value> {
+        fields
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), Value::String(fold(v.as_str()?)))))
+            .collect()
+    }
+
     /// The owner of a record, when it has one.
     pub fn owner_of(&self, record: &Map<String, Value>) -> Option<uuid::Uuid> {
         text(record, "ownerUserId").and_then(|s| uuid::Uuid::parse_str(&s).ok())
@@ -147,5 +193,10 @@ mod tests {
         let a = json!({"name": "Acme", "website": "https://acme.example/"});
         let f = ACCOUNT.fields_of(a.as_object().unwrap());
         assert_eq!(f["website"], "acme.example");
+        assert_eq!(
+            fold("María GARCÍA Straße Łódź"),
+            "maria garcia strasse lodz"
+        );
+        assert_eq!(fold("Анна 佐藤"), "анна 佐藤");
     }
 }

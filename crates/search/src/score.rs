@@ -20,7 +20,7 @@ pub struct Query {
 impl Query {
     /// Normalises `raw`; `None` when nothing is left.
     pub fn parse(raw: &str) -> Option<Self> {
-        let tokens: Vec<String> = raw.split_whitespace().map(str::to_lowercase).collect();
+        let tokens: Vec<String> = raw.split_whitespace().map(crate::kinds::fold).collect();
         if tokens.is_empty() {
             return None;
         }
@@ -167,7 +167,8 @@ fn token_score(token: &str, text: &str) -> f64 {
     best
 }
 
-/// The score of a document for a query over its visible `fields`: 0 when some token matches
+/// The score of a document for a query over its visible `fields` (folded, see
+/// [`crate::kinds::fold`]): 0 when some token matches
 /// no visible field; otherwise the mean of each token's best weighted match, with a whole
 /// title equal to the query scoring 1.
 pub fn score(kind: &Kind, visible: &[&str], fields: &Map<String, Value>, q: &Query) -> f64 {

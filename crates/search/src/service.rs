@@ -188,7 +188,7 @@ impl Search {
             .into_iter()
             .filter_map(|c| {
                 let scope = scopes.iter().find(|s| s.kind.name == c.kind.name)?;
-                let s = score::score(c.kind, &scope.visible, &c.fields, &args.query);
+                let s = score::score(c.kind, &scope.visible, &c.folded, &args.query);
                 (s > 0.0).then(|| {
                     let shown = |f: &str| {
                         scope

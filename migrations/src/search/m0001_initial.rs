@@ -19,9 +19,10 @@ impl MigrationName for Migration {
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let db = manager.get_connection();
-        // `tsv` and `trgm_text` hold every indexed field and only narrow the candidates
-        // through their GIN indexes; matching and scoring then look at the fields the caller
-        // may see (`fields`), so a hidden field never makes a record match.
+        // `fields` holds each searchable field for display, `folded` the same lower-cased
+        // without diacritics for matching. `tsv` and `trgm_text` hold every folded field and
+        // only narrow the candidates through their GIN indexes; matching and scoring then look
+        // at the fields the caller may see, so a hidden field never makes a record match.
         let mut sql = format!(
             r#"
 CREATE EXTENSION IF NOT EXISTS pg_trgm;
@@ -37,6 +38,7 @@ CREATE TABLE IF NOT EXISTS search.documents (
     owner_user_id  uuid,
     record         jsonb NOT NULL DEFAULT '{{}}',
     fields         jsonb NOT NULL DEFAULT '{{}}',
+    folded         jsonb NOT NULL DEFAULT '{{}}',
     title          text NOT NULL DEFAULT '',
     tsv            tsvector NOT NULL DEFAULT ''::tsvector,
     trgm_text      text NOT NULL DEFAULT '',

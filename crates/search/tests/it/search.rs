@@ -54,6 +54,14 @@ async fn seed(st: &TestStack, admin: &User) -> (String, String, String, String) 
         .await;
     st.search_until(admin, "q=anastasia", "anastasia indexed", |h| !h.is_empty())
         .await;
+    st.create(
+        admin,
+        "/contacts",
+        json!({"firstName": "Zoë", "lastName": "Müller", "title": "Geschäftsführerin"}),
+    )
+    .await;
+    st.search_until(admin, "q=zo", "zoë indexed", |h| !h.is_empty())
+        .await;
     (anastasia, john, joan, anaheim)
 }
 
@@ -113,6 +121,22 @@ async fn prefix_typo_email_and_phone_find_the_right_record_first() {
         );
     }
     assert!(st.search(&admin, "q=zebra").await.is_empty());
+    // Diacritics do not matter either way, and an exact word stays exact.
+    for q in ["muller", "M%C3%BCller", "zoe%20muller", "geschaftsfuhrerin"] {
+        let hits = st.search(&admin, &format!("q={q}")).await;
+        assert_eq!(hits.len(), 1, "{q}: {hits:?}");
+        assert_eq!(hits[0].2, "Zoë Müller");
+    }
+    let exact: f64 = {
+        let res = st
+            .get(&admin, "/search?q=muller")
+            .send()
+            .await
+            .expect("search");
+        let b: serde_json::Value = res.json().await.expect("json");
+        b["items"][0]["score"].as_f64().expect("score")
+    };
+    assert!(exact > 0.9, "{exact}");
     let hits = st.search(&admin, "q=a&limit=1").await;
     assert!(hits.len() <= 1);
 }
@@ -319,7 +343,7 @@ async fn an_index_wiped_and_rebuilt_gives_the_same_answers() {
         .into_inner()
         .counts;
     let count = |t: &str| counts.iter().find(|c| c.r#type == t).map(|c| c.count);
-    assert_eq!((count("contact"), count("account")), (Some(3), Some(1)));
+    assert_eq!((count("contact"), count("account")), (Some(4), Some(1)));
     for (q, expected) in queries.iter().zip(&before) {
         assert_eq!(&st.search(&admin, q).await, expected, "{q}");
     }
