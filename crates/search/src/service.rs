@@ -384,7 +384,13 @@ impl SearchService for Search {
 
     async fn reindex(&self, req: Request<pb::ReindexRequest>) -> R<pb::ReindexResponse> {
         let c = crm_kit::auth::caller(&req)?;
-        let done = Search::reindex(self, &c, &req.get_ref().types).await?;
+        let types = req.into_inner().types;
+        // A rebuild runs on its own task: if the call times out or the client goes away,
+        // it still finishes (and logs "index rebuilt") instead of stopping half-way.
+        let this = self.clone();
+        let done = tokio::spawn(async move { Search::reindex(&this, &c, &types).await })
+            .await
+            .map_err(ApiError::internal)??;
         Ok(Response::new(pb::ReindexResponse {
             counts: done
                 .into_iter()
