@@ -1,6 +1,7 @@
 //! The `crm` command: `crm up` runs every service in one process, each on its own port as it
 //! would be deployed; `crm migrate` creates the database and migrates every schema;
-//! `crm rotate-signing-key` rotates the token signing key.
+//! `crm rotate-signing-key` rotates the token signing key; `crm search reindex|check-drift`
+//! rebuild or check a tenant's search index.
 
 use std::time::Duration;
 
@@ -34,6 +35,44 @@ enum Command {
     Migrate,
     /// Make a new token signing key current; the previous one stays published until rotated again.
     RotateSigningKey,
+    /// Operate the search index of one tenant through the running search service.
+    Search {
+        #[command(subcommand)]
+        command: SearchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SearchCommand {
+    /// Rebuild the tenant's index from the owning services, in place: searches keep
+    /// answering throughout, and documents the sources no longer have are removed.
+    Reindex {
+        #[command(flatten)]
+        target: SearchTarget,
+        /// Record types to rebuild (comma list; default every indexed type).
+        #[arg(long, value_delimiter = ',')]
+        types: Vec<String>,
+    },
+    /// Compare the tenant's index with the owning services (counts per type); the result
+    /// is also the `crm_search_drift` gauge on the search service's /metrics.
+    CheckDrift {
+        #[command(flatten)]
+        target: SearchTarget,
+    },
+}
+
+#[derive(clap::Args)]
+struct SearchTarget {
+    /// The tenant; must be the tenant of the token (the token decides).
+    #[arg(long)]
+    tenant: Option<String>,
+    /// An access token of an admin user or API client of the tenant (read access with scope
+    /// all to every record type, no hidden field).
+    #[arg(long, env = "CRM_REINDEX_TOKEN", hide_env_values = true)]
+    token: String,
+    /// The search service's gRPC address.
+    #[arg(long, env = "CRM_SEARCH_URL", default_value = "http://127.0.0.1:50055")]
+    search_url: String,
 }
 
 #[tokio::main]
@@ -55,7 +94,83 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Up { demo, embedded } => up(config, demo, embedded).await,
+        Command::Search { command } => search_command(command).await,
     }
+}
+
+/// The tenant (`tid`) of an access token, read without verifying it: the search service
+/// verifies the token; this only catches a token of the wrong tenant early.
+fn token_tenant(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims["tid"].as_str().map(str::to_owned)
+}
+
+async fn search_command(command: SearchCommand) -> anyhow::Result<()> {
+    use crm_proto::search::{self as pb, search_service_client::SearchServiceClient};
+    let target = match &command {
+        SearchCommand::Reindex { target, .. } | SearchCommand::CheckDrift { target } => target,
+    };
+    let tid = token_tenant(&target.token)
+        .context("--token (CRM_REINDEX_TOKEN) is not an access token")?;
+    if let Some(t) = &target.tenant
+        && t != &tid
+    {
+        bail!("--tenant {t} is not the tenant of the token ({tid})");
+    }
+    let channel = tonic::transport::Endpoint::from_shared(target.search_url.clone())?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the search service at {}", target.search_url))?;
+    let mut client = SearchServiceClient::new(channel);
+    fn request<T>(token: &str, msg: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        if let Ok(v) = format!("Bearer {token}").parse() {
+            req.metadata_mut().insert("authorization", v);
+        }
+        req
+    }
+    match &command {
+        SearchCommand::Reindex { types, .. } => {
+            let r = client
+                .reindex(request(
+                    &target.token,
+                    pb::ReindexRequest {
+                        types: types.clone(),
+                    },
+                ))
+                .await
+                .map_err(|s| anyhow::anyhow!("reindex failed: {}", s.message()))?
+                .into_inner();
+            for c in r.counts {
+                println!("tenant {tid}: {} {} documents", c.count, c.r#type);
+            }
+        }
+        SearchCommand::CheckDrift { .. } => {
+            let r = client
+                .check_drift(request(&target.token, pb::CheckDriftRequest {}))
+                .await
+                .map_err(|s| anyhow::anyhow!("drift check failed: {}", s.message()))?
+                .into_inner();
+            for d in r.drifts {
+                let state = if d.indexed == d.source {
+                    "in sync"
+                } else {
+                    "DRIFT"
+                };
+                println!(
+                    "tenant {tid}: {}: index {} source {} ({state})",
+                    d.r#type, d.indexed, d.source
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn migrate(config: &Config) -> anyhow::Result<()> {
@@ -155,9 +270,26 @@ async fn up(mut config: Config, demo: bool, embedded: bool) -> anyhow::Result<()
         accounts.grpc_addr()?,
         accounts.http_addr()?
     );
+    let mut search_settings = crm_search::app::Settings::from_env()?;
+    search_settings.accounts_url = local_url(accounts.grpc_addr()?);
+    let search = crm_search::Application::build(
+        &config,
+        &search_settings,
+        crm_search::Deps {
+            db: db.clone(),
+            bus: Some(bus.clone()),
+        },
+    )
+    .await?;
+    println!(
+        "search: gRPC http://{}  HTTP http://{} (/livez /readyz /metrics)",
+        search.grpc_addr()?,
+        search.http_addr()?
+    );
     let mut settings = crm_gateway::GatewaySettings::from_env(&config.identity_url)?;
     if let Some(cell) = settings.cells.get_mut("default") {
         cell.accounts = local_url(accounts.grpc_addr()?);
+        cell.search = local_url(search.grpc_addr()?);
     }
     let webhooks = crm_webhook_delivery::Application::build(
         &config,
@@ -184,13 +316,14 @@ async fn up(mut config: Config, demo: bool, embedded: bool) -> anyhow::Result<()
     let services = tokio::spawn({
         let cancel = cancel.clone();
         async move {
-            let (i, a, w, g) = tokio::join!(
+            let (i, a, w, s, g) = tokio::join!(
                 identity.run_until_stopped(cancel.clone()),
                 accounts.run_until_stopped(cancel.clone()),
                 webhooks.run_until_stopped(cancel.clone()),
+                search.run_until_stopped(cancel.clone()),
                 gateway.run_until_stopped(cancel.clone())
             );
-            i.and(a).and(w).and(g)
+            i.and(a).and(w).and(s).and(g)
         }
     });
     if let Some(admin) = demo_admin {

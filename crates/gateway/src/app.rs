@@ -34,7 +34,7 @@ use crate::{
     config::GatewaySettings,
     error::{OwnErrorFormat, render_problems},
     middleware::{Idempotency, RateLimiter, authenticate, client_address, idempotency, rate_limit},
-    routes::{accounts, identity, webhooks},
+    routes::{accounts, identity, search, webhooks},
 };
 
 /// What every handler shares.
@@ -218,6 +218,7 @@ pub fn router(
     let protected = identity::protected()
         .merge(accounts::protected())
         .merge(webhooks::protected())
+        .merge(search::protected())
         .layer(from_fn_with_state(idem, idempotency))
         .layer(from_fn_with_state(limiter, rate_limit))
         .layer(from_fn_with_state(verifier, authenticate));

@@ -9,6 +9,7 @@ use crm_proto::{
     accounts::accounts_service_client::AccountsServiceClient,
     identity::identity_service_client::IdentityServiceClient,
     webhooks::webhook_service_client::WebhookServiceClient,
+    search::search_service_client::SearchServiceClient,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -20,6 +21,7 @@ pub struct Cell {
     pub identity: IdentityServiceClient<Channel>,
     pub accounts: AccountsServiceClient<Channel>,
     pub webhooks: WebhookServiceClient<Channel>,
+    pub search: SearchServiceClient<Channel>,
 }
 
 /// Every cell, and which tenant lives where.
@@ -57,6 +59,10 @@ impl Backends {
                     )?),
                     webhooks: WebhookServiceClient::new(channel(
                         &urls.webhooks,
+                        settings.request_timeout,
+                    )?),
+                    search: SearchServiceClient::new(channel(
+                        &urls.search,
                         settings.request_timeout,
                     )?),
                 },
@@ -104,6 +110,14 @@ impl Backends {
         tenant: Option<TenantId>,
     ) -> Result<WebhookServiceClient<Channel>, GwError> {
         Ok(self.cell(tenant)?.webhooks.clone())
+    }
+
+    /// A client of search in the tenant's cell.
+    pub fn search(
+        &self,
+        tenant: Option<TenantId>,
+    ) -> Result<SearchServiceClient<Channel>, GwError> {
+        Ok(self.cell(tenant)?.search.clone())
     }
 
     /// Builds a gRPC request carrying the context of the REST request.

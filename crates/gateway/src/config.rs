@@ -40,6 +40,8 @@ pub struct CellUrls {
     pub accounts: String,
     /// The webhook-delivery service (`CRM_WEBHOOK_DELIVERY_URL`, `CRM_CELL_<NAME>_WEBHOOK_DELIVERY_URL`).
     pub webhooks: String,
+    /// The search service (`crm.search.v1.SearchService`).
+    pub search: String,
 }
 
 /// Where the default cell's accounts service listens unless `CRM_ACCOUNTS_CONTACTS_URL` says otherwise.
@@ -47,6 +49,8 @@ pub const DEFAULT_ACCOUNTS_URL: &str = "http://127.0.0.1:50052";
 
 /// Where the default cell's webhook-delivery service listens unless `CRM_WEBHOOK_DELIVERY_URL` says otherwise.
 pub const DEFAULT_WEBHOOKS_URL: &str = "http://127.0.0.1:50056";
+/// Where the default cell's search service listens unless `CRM_SEARCH_URL` says otherwise.
+pub const DEFAULT_SEARCH_URL: &str = "http://127.0.0.1:50055";
 
 fn is_http_url(url: &str) -> bool {
     url.starts_with("http://") || url.starts_with("https://")
@@ -144,6 +148,10 @@ impl GatewaySettings {
                 "CRM_WEBHOOK_DELIVERY_URL: not an http(s) URL: {webhooks:?}"
             ));
         }
+        let search = get("CRM_SEARCH_URL").unwrap_or_else(|| DEFAULT_SEARCH_URL.to_owned());
+        if !is_http_url(&search) {
+            errors.push(format!("CRM_SEARCH_URL: not an http(s) URL: {search:?}"));
+        }
         let mut cells = HashMap::new();
         cells.insert(
             "default".to_owned(),
@@ -151,6 +159,7 @@ impl GatewaySettings {
                 identity: identity_url.to_owned(),
                 accounts,
                 webhooks,
+                search,
             },
         );
         let mut tenant_cells = HashMap::new();
@@ -183,10 +192,11 @@ impl GatewaySettings {
                             }
                         }
                     };
-                    if let (Some(identity), Some(accounts), Some(webhooks)) = (
+                    if let (Some(identity), Some(accounts), Some(webhooks), Some(search)) = (
                         url("IDENTITY"),
                         url("ACCOUNTS_CONTACTS"),
                         url("WEBHOOK_DELIVERY"),
+                        url("SEARCH"),
                     ) {
                         cells.insert(
                             cell.clone(),
@@ -194,6 +204,7 @@ impl GatewaySettings {
                                 identity,
                                 accounts,
                                 webhooks,
+                                search,
                             },
                         );
                     }
@@ -242,6 +253,10 @@ mod tests {
                 "CRM_CELL_BIG_WEBHOOK_DELIVERY_URL".to_owned(),
                 "http://big:50056".to_owned(),
             ),
+            (
+                "CRM_CELL_BIG_SEARCH_URL".to_owned(),
+                "http://big:50055".to_owned(),
+            ),
         ]
         .into();
         let s = GatewaySettings::from_map(&vars, "http://id:1").unwrap();
@@ -250,6 +265,7 @@ mod tests {
         assert_eq!(s.cells["big"].accounts, "http://big:50052");
         assert_eq!(s.cells["big"].webhooks, "http://big:50056");
         assert_eq!(s.cells["default"].webhooks, DEFAULT_WEBHOOKS_URL);
+        assert_eq!(s.cells["big"].search, "http://big:50055");
         let vars: HashMap<String, String> =
             [("CRM_TENANT_CELLS".to_owned(), format!("{t}=nowhere"))].into();
         let err = GatewaySettings::from_map(&vars, "http://id:1")
@@ -260,6 +276,7 @@ mod tests {
             err.contains("CRM_CELL_NOWHERE_ACCOUNTS_CONTACTS_URL"),
             "{err}"
         );
+        assert!(err.contains("CRM_CELL_NOWHERE_SEARCH_URL"), "{err}");
     }
 
     #[test]

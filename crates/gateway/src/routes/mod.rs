@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod identity;
 pub mod webhooks;
+pub mod search;
 
 use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crm_kit::{ApiError, ApiResult, Caller, TenantId, error::FieldViolation};
+use crate::{ApiError, ApiResult, Caller, TenantId, error::FieldViolation};
 use crm_proto::identity::{self as pb, identity_service_client::IdentityServiceClient};
 use tonic::transport::Channel;
 use uuid::Uuid;
@@ -197,7 +197,7 @@ impl Permissions {
         if let Ok(v) = format!("Bearer {}", caller.token).parse() {
             req.metadata_mut().insert("authorization", v);
         }
-        crm_kit::telemetry::inject_context(&mut req);
+        crate::telemetry::inject_context(&mut req);
         req
     }
 
@@ -220,8 +220,8 @@ impl Permissions {
             .await
             .map_err(|s| {
                 let e = ApiError::from_status(&s);
-                if e.code == crm_kit::ErrorCode::Internal {
-                    ApiError::new(crm_kit::ErrorCode::Unavailable, "identity is unavailable")
+                if e.code == crate::ErrorCode::Internal {
+                    ApiError::new(crate::ErrorCode::Unavailable, "identity is unavailable")
                 } else {
                     e
                 }
@@ -333,7 +333,7 @@ mod tests {
         let e = a
             .check_writable("contact", ["firstName", "email", "title"])
             .unwrap_err();
-        assert_eq!(e.code, crm_kit::ErrorCode::PermissionDenied);
+        assert_eq!(e.code, crate::ErrorCode::PermissionDenied);
         assert_eq!(
             e.fields
                 .iter()
