@@ -10,6 +10,7 @@ use sea_orm_migration::{
 pub mod accounts;
 pub mod identity;
 pub mod webhooks;
+pub mod search;
 
 /// The group role that holds the runtime privileges; service login roles are members of it.
 pub const RUNTIME_GROUP: &str = "crm_runtime";
@@ -25,6 +26,7 @@ pub async fn migrate_all(admin_url: &str, runtime_role: &str) -> anyhow::Result<
     identity::Migrator::up(&db, None).await?;
     accounts::Migrator::up(&db, None).await?;
     webhooks::Migrator::up(&db, None).await?;
+    search::Migrator::up(&db, None).await?;
     db.close().await?;
     Ok(())
 }

@@ -366,7 +366,8 @@ impl Schema<'_> {
     }
 }
 
-fn hidden(param: &str, name: &str) -> ApiError {
+/// The refusal of a field the caller's role hides, naming the parameter.
+pub fn hidden(param: &str, name: &str) -> ApiError {
     ApiError::permission_denied(format!("{param}: your role may not see {name}")).with_fields(vec![
         crm_kit::error::FieldViolation {
             field: param.to_owned(),

@@ -2,7 +2,8 @@
 //! per-tenant custom fields, with permissions from identity (crm.accounts.v1).
 //! `Application` builds and runs it; `crm up` and the `crm-accounts-contacts` binary share it.
 
-pub mod access;
+/// Permissions now live in crm-kit so every service reads them the same way.
+pub use crm_kit::access;
 pub mod app;
 pub mod custom;
 pub mod filter;

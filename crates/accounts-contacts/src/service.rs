@@ -293,13 +293,37 @@ struct Position {
     id: Uuid,
 }
 
+/// What a list's page tokens are bound to besides the tenant: the object type and the query.
+pub fn list_fingerprint(object: &str, filter: &str, order_by: &str, query: &str) -> String {
+    format!(
+        "{object}|{}|{}|{}",
+        filter.trim(),
+        order_by.trim(),
+        query.trim()
+    )
+}
+
+/// The page token that resumes a list after the row with this sort key (as text) and id;
+/// the service hands these out in `next_page_token` (benchmarks make deep ones directly).
+pub fn list_page_token(
+    pages: &PageTokens,
+    tenant: TenantId,
+    fingerprint: &str,
+    sort_key: Option<String>,
+    id: Uuid,
+) -> ApiResult<String> {
+    let pos = serde_json::to_string(&Position { k: sort_key, id }).map_err(ApiError::internal)?;
+    Ok(pages.encode(tenant, fingerprint, &pos))
+}
+
 /// The list arguments common to accounts and contacts.
-struct ListArgs<'a> {
-    page_size: i32,
-    page_token: &'a str,
-    filter: &'a str,
-    order_by: &'a str,
-    query: &'a str,
+#[derive(Clone, Copy)]
+pub struct ListArgs<'a> {
+    pub page_size: i32,
+    pub page_token: &'a str,
+    pub filter: &'a str,
+    pub order_by: &'a str,
+    pub query: &'a str,
 }
 
 impl Accounts {
@@ -323,16 +347,17 @@ impl Accounts {
         self.inner.perms.of(caller).await
     }
 
+    /// Appends an event to the outbox; the entity type is the event type's prefix.
     async fn emit(
         &self,
         tx: &TenantTx,
         caller: &Caller,
         event_type: &str,
-        entity_type: &str,
         id: Uuid,
         before: Option<Json>,
         after: Option<Json>,
     ) -> ApiResult<()> {
+        let entity_type = event_type.split('.').next().unwrap_or(event_type);
         let e = Event::new(
             SERVICE,
             event_type,
@@ -499,13 +524,7 @@ impl Accounts {
         );
         v.text("order_by", a.order_by);
         v.finish()?;
-        let fingerprint = format!(
-            "{}|{}|{}|{}",
-            obj.name,
-            a.filter.trim(),
-            a.order_by.trim(),
-            query
-        );
+        let fingerprint = list_fingerprint(obj.name, a.filter, a.order_by, query);
         let after = self
             .inner
             .pages
@@ -521,45 +540,33 @@ impl Accounts {
             custom: &defs,
             hidden: &hidden,
         };
-        // Parameters after $1 (the tenant).
-        let mut params = vec![sea_orm::Value::from(caller.tenant.uuid())];
-        let mut conditions = Vec::new();
-        if let Some(e) = filter::parse(a.filter)? {
-            conditions.push(filter::compile(&e, &schema, &mut params)?);
-        }
-        if !query.is_empty() {
-            let escaped = query
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_");
-            params.push(format!("%{escaped}%").into());
-            conditions.push(format!("t.search ILIKE ${}", params.len()));
-        }
-        if let Some(c) = store::reach_sql(&reach, &mut params) {
-            conditions.push(c);
-        }
-        let (sort_expr, sort_cast, descending) = sort_of(obj, &schema, a.order_by)?;
-        let q = ListQuery {
-            conditions,
-            params: params[1..].to_vec(),
-            sort_expr,
-            sort_cast,
-            descending,
-            after: after.map(|p| (p.k, p.id)),
-            limit: size + 1,
-        };
+        let q = list_query(
+            obj,
+            &schema,
+            &reach,
+            ListArgs {
+                filter: a.filter,
+                order_by: a.order_by,
+                query,
+                ..a
+            },
+            caller.tenant,
+            after.map(|p| (p.k, p.id)),
+            size + 1,
+        )?;
         let mut rows = store::list(&tx, obj, &q).await?;
         tx.commit().await?;
         let mut next = String::new();
         if rows.len() as u64 > size {
             rows.truncate(size as usize);
             if let Some(last) = rows.last() {
-                let pos = serde_json::to_string(&Position {
-                    k: last.sort_key.clone(),
-                    id: last.id,
-                })
-                .map_err(ApiError::internal)?;
-                next = self.inner.pages.encode(caller.tenant, &fingerprint, &pos);
+                next = list_page_token(
+                    &self.inner.pages,
+                    caller.tenant,
+                    &fingerprint,
+                    last.sort_key.clone(),
+                    last.id,
+                )?;
             }
         }
         Ok((access, rows, next))
@@ -659,7 +666,6 @@ impl Accounts {
             &tx,
             caller,
             &format!("{}.created", obj.name),
-            obj.name,
             id,
             None,
             Some(r.to_json(obj)),
@@ -783,7 +789,6 @@ impl Accounts {
             &tx,
             caller,
             &format!("{}.updated", obj.name),
-            obj.name,
             id,
             Some(before),
             Some(after),
@@ -824,7 +829,6 @@ impl Accounts {
             &tx,
             caller,
             &format!("{}.deleted", obj.name),
-            obj.name,
             id,
             Some(current.to_json(obj)),
             None,
@@ -857,7 +861,6 @@ impl Accounts {
                     &tx,
                     caller,
                     &format!("{}.restored", obj.name),
-                    obj.name,
                     id,
                     None,
                     Some(r.to_json(obj)),
@@ -1180,7 +1183,6 @@ impl Accounts {
                         &tx,
                         caller,
                         "contact.updated",
-                        "contact",
                         *id,
                         Some(before),
                         Some(after),
@@ -1193,7 +1195,6 @@ impl Accounts {
                     &tx,
                     caller,
                     "contact.deleted",
-                    "contact",
                     *id,
                     Some(current.to_json(&CONTACT)),
                     None,
@@ -1298,7 +1299,6 @@ impl Accounts {
                     &tx,
                     caller,
                     "contact.linked",
-                    "contact",
                     contact,
                     Some(link(old.as_deref())),
                     Some(link(role)),
@@ -1310,7 +1310,6 @@ impl Accounts {
                     &tx,
                     caller,
                     "contact.linked",
-                    "contact",
                     contact,
                     None,
                     Some(link(role)),
@@ -1342,7 +1341,6 @@ impl Accounts {
             &tx,
             caller,
             "contact.unlinked",
-            "contact",
             contact,
             Some(json!({"accountId": account, "contactId": contact})),
             None,
@@ -1543,7 +1541,6 @@ impl Accounts {
             &tx,
             caller,
             "custom_field.created",
-            "custom_field",
             id,
             None,
             Some(row.to_json()),
@@ -1608,7 +1605,6 @@ impl Accounts {
             &tx,
             caller,
             "custom_field.updated",
-            "custom_field",
             id,
             Some(row.to_json()),
             Some(after.to_json()),
@@ -1631,7 +1627,6 @@ impl Accounts {
             &tx,
             caller,
             "custom_field.deleted",
-            "custom_field",
             id,
             Some(row.to_json()),
             None,
@@ -1640,6 +1635,48 @@ impl Accounts {
         tx.commit().await?;
         Ok(())
     }
+}
+
+/// The query of a list page: filter, partial text, scope and keyset, compiled to SQL
+/// conditions with bound parameters.
+#[allow(clippy::too_many_arguments)]
+pub fn list_query(
+    obj: &Object,
+    schema: &Schema<'_>,
+    reach: &Reach,
+    a: ListArgs<'_>,
+    tenant: TenantId,
+    after: Option<(Option<String>, Uuid)>,
+    limit: u64,
+) -> ApiResult<ListQuery> {
+    // Parameters after $1 (the tenant).
+    let mut params = vec![sea_orm::Value::from(tenant.uuid())];
+    let mut conditions = Vec::new();
+    if let Some(e) = filter::parse(a.filter)? {
+        conditions.push(filter::compile(&e, schema, &mut params)?);
+    }
+    let query = a.query.trim();
+    if !query.is_empty() {
+        let escaped = query
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        params.push(format!("%{escaped}%").into());
+        conditions.push(format!("t.search ILIKE ${}", params.len()));
+    }
+    if let Some(c) = store::reach_sql(reach, &mut params) {
+        conditions.push(c);
+    }
+    let (sort_expr, sort_cast, descending) = sort_of(obj, schema, a.order_by)?;
+    Ok(ListQuery {
+        conditions,
+        params: params[1..].to_vec(),
+        sort_expr,
+        sort_cast,
+        descending,
+        after,
+        limit,
+    })
 }
 
 /// The sort of a list: its SQL expression, cursor cast and direction.
@@ -1663,16 +1700,15 @@ fn sort_of(
     if words.next().is_some() || order_by.contains(',') {
         return Err(ApiError::invalid("order_by", "sorts by one field"));
     }
-    if let Some(key) = name.strip_prefix("custom.") {
-        if let filter::Target::Custom(d) = schema.resolve(name, "order_by")? {
-            debug_assert_eq!(d.key, key);
-            // Keys are validated identifiers, safe to inline; missing values sort first.
-            return Ok((
-                format!("COALESCE(t.custom -> '{}', 'null'::jsonb)", d.key),
-                "jsonb",
-                descending,
-            ));
-        }
+    if name.starts_with("custom.")
+        && let filter::Target::Custom(d) = schema.resolve(name, "order_by")?
+    {
+        // Keys are validated identifiers, safe to inline; missing values sort first.
+        return Ok((
+            format!("COALESCE(t.custom -> '{}', 'null'::jsonb)", d.key),
+            "jsonb",
+            descending,
+        ));
     }
     let sort = obj.sorts.iter().find(|s| s.name == name).ok_or_else(|| {
         ApiError::invalid(
@@ -1688,11 +1724,7 @@ fn sort_of(
         )
     })?;
     if (schema.hidden)(sort.rest) {
-        schema.resolve(sort.rest, "order_by")?;
-        return Err(ApiError::permission_denied(format!(
-            "order_by: your role may not see {}",
-            sort.name
-        )));
+        return Err(filter::hidden("order_by", sort.name));
     }
     Ok((sort.expr.to_owned(), sort.cast, descending))
 }

@@ -558,7 +558,6 @@ pub struct CustomFieldRow {
     pub object_type: String,
     pub key: String,
     pub label: String,
-    #[sea_orm(column_name = "type")]
     pub field_type: String,
     pub options: Json,
     pub required: bool,
@@ -593,7 +592,7 @@ impl CustomFieldRow {
     }
 }
 
-const CUSTOM_SELECT: &str = "SELECT id, object_type, key, label, type, options, required, version, created_at, updated_at \
+const CUSTOM_SELECT: &str = "SELECT id, object_type, key, label, type AS field_type, options, required, version, created_at, updated_at \
     FROM accounts.custom_fields";
 
 /// Definitions of a tenant, of one object type or all.

@@ -1,6 +1,7 @@
 //! The `crm` command: `crm up` runs every service in one process, each on its own port as it
 //! would be deployed; `crm migrate` creates the database and migrates every schema;
-//! `crm rotate-signing-key` rotates the token signing key.
+//! `crm rotate-signing-key` rotates the token signing key; `crm search reindex|check-drift`
+//! rebuild or check a tenant's search index.
 
 use std::time::Duration;
 
@@ -34,6 +35,44 @@ enum Command {
     Migrate,
     /// Make a new token signing key current; the previous one stays published until rotated again.
     RotateSigningKey,
+    /// Operate the search index of one tenant through the running search service.
+    Search {
+        #[command(subcommand)]
+        command: SearchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SearchCommand {
+    /// Rebuild the tenant's index from the owning services, in place: searches keep
+    /// answering throughout, and documents the sources no longer have are removed.
+    Reindex {
+        #[command(flatten)]
+        target: SearchTarget,
+        /// Record types to rebuild (comma list; default every indexed type).
+        #[arg(long, value_delimiter = ',')]
+        types: Vec<String>,
+    },
+    /// Compare the tenant's index with the owning services (counts per type); the result
+    /// is also the `crm_search_drift` gauge on the search service's /metrics.
+    CheckDrift {
+        #[command(flatten)]
+        target: SearchTarget,
+    },
+}
+
+#[derive(clap::Args)]
+struct SearchTarget {
+    /// The tenant; must be the tenant of the token (the token decides).
+    #[arg(long)]
+    tenant: Option<String>,
+    /// An access token of an admin user or API client of the tenant (read access with scope
+    /// all to every record type, no hidden field).
+    #[arg(long, env = "CRM_REINDEX_TOKEN", hide_env_values = true)]
+    token: String,
+    /// The search service's gRPC address.
+    #[arg(long, env = "CRM_SEARCH_URL", default_value = "http://127.0.0.1:50055")]
+    search_url: String,
 }
 
 #[tokio::main]
@@ -55,7 +94,83 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Up { demo, embedded } => up(config, demo, embedded).await,
+        Command::Search { command } => search_command(command).await,
     }
+}
+
+/// The tenant (`tid`) of an access token, read without verifying it: the search service
+/// verifies the token; this only catches a token of the wrong tenant early.
+fn token_tenant(token: &str) -> Option<String> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims["tid"].as_str().map(str::to_owned)
+}
+
+async fn search_command(command: SearchCommand) -> anyhow::Result<()> {
+    use crm_proto::search::{self as pb, search_service_client::SearchServiceClient};
+    let target = match &command {
+        SearchCommand::Reindex { target, .. } | SearchCommand::CheckDrift { target } => target,
+    };
+    let tid = token_tenant(&target.token)
+        .context("--token (CRM_REINDEX_TOKEN) is not an access token")?;
+    if let Some(t) = &target.tenant
+        && t != &tid
+    {
+        bail!("--tenant {t} is not the tenant of the token ({tid})");
+    }
+    let channel = tonic::transport::Endpoint::from_shared(target.search_url.clone())?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .with_context(|| format!("cannot reach the search service at {}", target.search_url))?;
+    let mut client = SearchServiceClient::new(channel);
+    fn request<T>(token: &str, msg: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        if let Ok(v) = format!("Bearer {token}").parse() {
+            req.metadata_mut().insert("authorization", v);
+        }
+        req
+    }
+    match &command {
+        SearchCommand::Reindex { types, .. } => {
+            let r = client
+                .reindex(request(
+                    &target.token,
+                    pb::ReindexRequest {
+                        types: types.clone(),
+                    },
+                ))
+                .await
+                .map_err(|s| anyhow::anyhow!("reindex failed: {}", s.message()))?
+                .into_inner();
+            for c in r.counts {
+                println!("tenant {tid}: {} {} documents", c.count, c.r#type);
+            }
+        }
+        SearchCommand::CheckDrift { .. } => {
+            let r = client
+                .check_drift(request(&target.token, pb::CheckDriftRequest {}))
+                .await
+                .map_err(|s| anyhow::anyhow!("drift check failed: {}", s.message()))?
+                .into_inner();
+            for d in r.drifts {
+                let state = if d.indexed == d.source {
+                    "in sync"
+                } else {
+                    "DRIFT"
+                };
+                println!(
+                    "tenant {tid}: {}: index {} source {} ({state})",
+                    d.r#type, d.indexed, d.source
+                );
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn migrate(config: &Config) -> anyhow::Result<()> {
@@ -135,15 +250,47 @@ async fn up(mut config: Config, demo: bool, embedded: bool) -> anyhow::Result<()
         identity.grpc_addr()?,
         identity.http_addr()?
     );
-    if demo {
-        seed_demo(identity.identity()).await?;
+    let demo_admin = if demo {
+        seed_demo(identity.identity()).await?
+    } else {
+        None
+    };
+    // In one process the services reach each other where they actually listen.
+    config.identity_url = local_url(identity.grpc_addr()?);
+    let accounts = crm_accounts_contacts::Application::build(
+        &config,
+        crm_accounts_contacts::Deps {
+            db: db.clone(),
+            bus: Some(bus.clone()),
+        },
+    )
+    .await?;
+    println!(
+        "accounts-contacts: gRPC http://{}  HTTP http://{} (/livez /readyz /metrics)",
+        accounts.grpc_addr()?,
+        accounts.http_addr()?
+    );
+    let mut search_settings = crm_search::app::Settings::from_env()?;
+    search_settings.accounts_url = local_url(accounts.grpc_addr()?);
+    let search = crm_search::Application::build(
+        &config,
+        &search_settings,
+        crm_search::Deps {
+            db: db.clone(),
+            bus: Some(bus.clone()),
+        },
+    )
+    .await?;
+    println!(
+        "search: gRPC http://{}  HTTP http://{} (/livez /readyz /metrics)",
+        search.grpc_addr()?,
+        search.http_addr()?
+    );
+    let mut settings = crm_gateway::GatewaySettings::from_env(&config.identity_url)?;
+    if let Some(cell) = settings.cells.get_mut("default") {
+        cell.accounts = local_url(accounts.grpc_addr()?);
+        cell.search = local_url(search.grpc_addr()?);
     }
-    // In one process the gateway reaches identity where it actually listens.
-    let mut identity_addr = identity.grpc_addr()?;
-    if identity_addr.ip().is_unspecified() {
-        identity_addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    config.identity_url = format!("http://{identity_addr}");
     let webhooks = crm_webhook_delivery::Application::build(
         &config,
         crm_webhook_delivery::WebhookSettings::from_env(config.env)?,
@@ -153,33 +300,35 @@ async fn up(mut config: Config, demo: bool, embedded: bool) -> anyhow::Result<()
         },
     )
     .await?;
-    let mut webhooks_addr = webhooks.grpc_addr()?;
-    if webhooks_addr.ip().is_unspecified() {
-        webhooks_addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
     println!(
-        "webhook-delivery: gRPC http://{webhooks_addr}  HTTP http://{} (/livez /readyz /metrics)",
+        "webhook-delivery: gRPC http://{}  HTTP http://{} (/livez /readyz /metrics)",
+        webhooks.grpc_addr()?,
         webhooks.http_addr()?
     );
-    let mut settings = crm_gateway::GatewaySettings::from_env(&config.identity_url)?;
     if let Some(cell) = settings.cells.get_mut("default") {
-        cell.webhooks = format!("http://{webhooks_addr}");
+        cell.webhooks = local_url(webhooks.grpc_addr()?);
     }
     let gateway = crm_gateway::Application::build(&config, settings, cache.clone()).await?;
     let gateway_addr = gateway.addr()?;
     let cancel = CancellationToken::new();
     server::cancel_on_signals(cancel.clone());
+    let accounts_service = accounts.accounts().clone();
     let services = tokio::spawn({
         let cancel = cancel.clone();
         async move {
-            let (i, g, w) = tokio::join!(
+            let (i, a, w, s, g) = tokio::join!(
                 identity.run_until_stopped(cancel.clone()),
-                gateway.run_until_stopped(cancel.clone()),
-                webhooks.run_until_stopped(cancel.clone())
+                accounts.run_until_stopped(cancel.clone()),
+                webhooks.run_until_stopped(cancel.clone()),
+                search.run_until_stopped(cancel.clone()),
+                gateway.run_until_stopped(cancel.clone())
             );
-            i.and(g).and(w)
+            i.and(a).and(w).and(s).and(g)
         }
     });
+    if let Some(admin) = demo_admin {
+        seed_demo_records(&accounts_service, &admin).await?;
+    }
     println!("gateway: http://{gateway_addr}/api/v1 (docs: http://{gateway_addr}/api/v1/docs)");
     if demo {
         println!(
@@ -190,6 +339,14 @@ async fn up(mut config: Config, demo: bool, embedded: bool) -> anyhow::Result<()
     }
     println!("crm is up; Ctrl-C stops it");
     services.await?
+}
+
+/// The URL a service in this process is reached at.
+fn local_url(mut addr: std::net::SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    format!("http://{addr}")
 }
 
 async fn lapin_probe(url: &str) -> anyhow::Result<()> {
@@ -207,7 +364,10 @@ async fn lapin_probe(url: &str) -> anyhow::Result<()> {
 const DEMO_SLUG: &str = "demo";
 const DEMO_PASSWORD: &str = "demo-password-2026";
 
-async fn seed_demo(identity: &crm_identity::Identity) -> anyhow::Result<()> {
+/// Creates the demo tenant's users; returns its admin when the tenant is new.
+async fn seed_demo(
+    identity: &crm_identity::Identity,
+) -> anyhow::Result<Option<(crm_kit::Caller, String)>> {
     use crm_proto::identity as pb;
     let signed = identity
         .sign_up(pb::SignUpRequest {
@@ -226,13 +386,14 @@ async fn seed_demo(identity: &crm_identity::Identity) -> anyhow::Result<()> {
                 .verify(&token)
                 .await
                 .map_err(|e| anyhow::anyhow!("demo token: {e}"))?;
+            let mut rep = String::new();
             for (email, name, role) in [
                 ("manager@demo.example", "Morgan Manager", "sales_manager"),
                 ("rep@demo.example", "Riley Rep", "sales_rep"),
                 ("support@demo.example", "Sam Support", "support_agent"),
                 ("viewer@demo.example", "Vic Viewer", "read_only"),
             ] {
-                identity
+                let user = identity
                     .create_user(
                         &caller,
                         pb::CreateUserRequest {
@@ -245,11 +406,101 @@ async fn seed_demo(identity: &crm_identity::Identity) -> anyhow::Result<()> {
                     )
                     .await
                     .map_err(|e| anyhow::anyhow!("demo user {email}: {e}"))?;
+                if role == "sales_rep" {
+                    rep = user.id;
+                }
             }
             println!("demo tenant created");
+            Ok(Some((caller, rep)))
         }
-        Err(e) if e.code == crm_kit::ErrorCode::Conflict => println!("demo tenant already exists"),
+        Err(e) if e.code == crm_kit::ErrorCode::Conflict => {
+            println!("demo tenant already exists");
+            Ok(None)
+        }
         Err(e) => bail!("cannot create the demo tenant: {e}"),
     }
+}
+
+/// A few accounts and contacts for the demo tenant, some owned by the sales rep.
+async fn seed_demo_records(
+    accounts: &crm_accounts_contacts::Accounts,
+    (admin, rep): &(crm_kit::Caller, String),
+) -> anyhow::Result<()> {
+    use crm_proto::accounts as pb;
+    let records = [
+        (
+            "Northwind Traders",
+            "northwind.example",
+            "Wholesale",
+            "Nancy",
+            "Davolio",
+            "nancy@northwind.example",
+            "+1 206 555 0101",
+        ),
+        (
+            "Contoso Pharmaceuticals",
+            "contoso.example",
+            "Healthcare",
+            "Анна",
+            "Иванова",
+            "anna@contoso.example",
+            "+44 20 7946 0958",
+        ),
+        (
+            "Fabrikam Robotics",
+            "fabrikam.example",
+            "Manufacturing",
+            "健",
+            "佐藤",
+            "ken.sato@fabrikam.example",
+            "+81 3 1234 5678",
+        ),
+        (
+            "Tailspin Toys",
+            "tailspin.example",
+            "Retail",
+            "María",
+            "García",
+            "maria@tailspin.example",
+            "+34 912 345 678",
+        ),
+    ];
+    for (i, (name, website, industry, first, last, email, phone)) in records.into_iter().enumerate()
+    {
+        let owner = if i % 2 == 0 {
+            rep.clone()
+        } else {
+            admin.subject.to_string()
+        };
+        let account = accounts
+            .create_account(
+                admin,
+                pb::CreateAccountRequest {
+                    name: name.into(),
+                    website: website.into(),
+                    industry: industry.into(),
+                    owner_user_id: owner.clone(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("demo account {name}: {e}"))?;
+        accounts
+            .create_contact(
+                admin,
+                pb::CreateContactRequest {
+                    first_name: first.into(),
+                    last_name: last.into(),
+                    email: email.into(),
+                    phone: phone.into(),
+                    account_id: account.id,
+                    owner_user_id: owner,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("demo contact {email}: {e}"))?;
+    }
+    println!("demo accounts and contacts created");
     Ok(())
 }

@@ -34,7 +34,7 @@ use crate::{
     config::GatewaySettings,
     error::{OwnErrorFormat, render_problems},
     middleware::{Idempotency, RateLimiter, authenticate, client_address, idempotency, rate_limit},
-    routes::{identity, webhooks},
+    routes::{accounts, identity, search, webhooks},
 };
 
 /// What every handler shares.
@@ -131,7 +131,7 @@ async fn livez() -> &'static str {
     "ok"
 }
 
-/// Readiness: Redis and identity answer.
+/// Readiness: Redis, identity and accounts-contacts answer.
 #[utoipa::path(get, path = "/readyz", tag = "meta", responses(
     (status = 200, description = "Ready", content_type = "text/plain", body = String),
     (status = 503, description = "A dependency is down, one line each", content_type = "text/plain", body = String)))]
@@ -143,17 +143,38 @@ async fn readyz(State(s): State<AppState>) -> Response {
         res
     };
     let mut failures = s.readiness.check().await;
-    let mut cell = match s.backends.cell(None) {
-        Ok(c) => c.identity.clone(),
+    let cell = match s.backends.cell(None) {
+        Ok(c) => c.clone(),
         Err(_) => return not_ready("no default cell".to_owned()),
     };
     let probe = tokio::time::timeout(
         Duration::from_secs(2),
-        cell.get_jwks(crm_proto::identity::GetJwksRequest {}),
+        cell.identity
+            .clone()
+            .get_jwks(crm_proto::identity::GetJwksRequest {}),
     )
     .await;
     if !matches!(probe, Ok(Ok(_))) {
         failures.push("identity: unreachable".into());
+    }
+    // Any answer, even "unauthenticated", shows accounts-contacts is up; transport errors
+    // and time-outs do not.
+    let mut accounts = cell.accounts.clone();
+    let probe = tokio::time::timeout(
+        Duration::from_secs(2),
+        accounts.list_custom_fields(crm_proto::accounts::ListCustomFieldsRequest::default()),
+    )
+    .await;
+    let reachable = match probe {
+        Ok(Ok(_)) => true,
+        Ok(Err(status)) => !matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded
+        ),
+        Err(_) => false,
+    };
+    if !reachable {
+        failures.push("accounts-contacts: unreachable".into());
     }
     if failures.is_empty() {
         (StatusCode::OK, "ok".to_owned()).into_response()
@@ -195,7 +216,9 @@ pub fn router(
         .layer(from_fn_with_state(limiter.clone(), rate_limit));
     // Layers run outermost-last: authenticate, then rate limit (it needs the caller), then idempotency.
     let protected = identity::protected()
+        .merge(accounts::protected())
         .merge(webhooks::protected())
+        .merge(search::protected())
         .layer(from_fn_with_state(idem, idempotency))
         .layer(from_fn_with_state(limiter, rate_limit))
         .layer(from_fn_with_state(verifier, authenticate));
@@ -361,4 +384,50 @@ pub fn openapi_document() -> anyhow::Result<String> {
         &settings,
     );
     Ok(doc.to_pretty_json()?)
+}
+
+#[cfg(test)]
+mod tests {
+    #[tokio::test]
+    async fn openapi_document_lists_the_accounts_section() {
+        let doc: serde_json::Value =
+            serde_json::from_str(&super::openapi_document().unwrap()).unwrap();
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+        let paths = doc["paths"].as_object().unwrap();
+        for (path, methods) in [
+            ("/api/v1/contacts", &["get", "post"][..]),
+            ("/api/v1/contacts/bulk", &["post"]),
+            ("/api/v1/contacts/{id}", &["get", "patch", "delete"]),
+            ("/api/v1/contacts/{id}/restore", &["post"]),
+            ("/api/v1/accounts", &["get", "post"]),
+            ("/api/v1/accounts/{id}", &["get", "patch", "delete"]),
+            ("/api/v1/accounts/{id}/restore", &["post"]),
+            ("/api/v1/accounts/{id}/contacts", &["get"]),
+            (
+                "/api/v1/accounts/{id}/contacts/{contactId}",
+                &["put", "delete"],
+            ),
+            ("/api/v1/custom-fields", &["get", "post"]),
+            ("/api/v1/custom-fields/{id}", &["patch", "delete"]),
+        ] {
+            for m in methods {
+                assert!(
+                    paths[path].get(*m).is_some(),
+                    "{m} {path} is not documented"
+                );
+            }
+        }
+        // Every reference resolves.
+        let text = doc.to_string();
+        for r in text.split("\"$ref\":\"#/components/schemas/").skip(1) {
+            let name = &r[..r.find('"').unwrap()];
+            assert!(
+                doc["components"]["schemas"].get(name).is_some(),
+                "dangling reference to {name}"
+            );
+        }
+        // Fields a role may hide are optional in the schema.
+        let required = &doc["components"]["schemas"]["Contact"]["required"];
+        assert!(!required.as_array().unwrap().iter().any(|f| f == "email"));
+    }
 }

@@ -6,8 +6,10 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use axum::{extract::FromRequestParts, http::request::Parts};
 use crm_kit::{ApiError, Caller, TenantId};
 use crm_proto::{
+    accounts::accounts_service_client::AccountsServiceClient,
     identity::identity_service_client::IdentityServiceClient,
     webhooks::webhook_service_client::WebhookServiceClient,
+    search::search_service_client::SearchServiceClient,
 };
 use tonic::transport::{Channel, Endpoint};
 
@@ -17,7 +19,9 @@ use crate::{config::GatewaySettings, error::GwError};
 #[derive(Clone)]
 pub struct Cell {
     pub identity: IdentityServiceClient<Channel>,
+    pub accounts: AccountsServiceClient<Channel>,
     pub webhooks: WebhookServiceClient<Channel>,
+    pub search: SearchServiceClient<Channel>,
 }
 
 /// Every cell, and which tenant lives where.
@@ -49,8 +53,16 @@ impl Backends {
                         &urls.identity,
                         settings.request_timeout,
                     )?),
+                    accounts: AccountsServiceClient::new(channel(
+                        &urls.accounts,
+                        settings.request_timeout,
+                    )?),
                     webhooks: WebhookServiceClient::new(channel(
                         &urls.webhooks,
+                        settings.request_timeout,
+                    )?),
+                    search: SearchServiceClient::new(channel(
+                        &urls.search,
                         settings.request_timeout,
                     )?),
                 },
@@ -79,9 +91,16 @@ impl Backends {
     pub fn identity(
         &self,
         tenant: Option<TenantId>,
-    ) -> Result<crm_proto::identity::identity_service_client::IdentityServiceClient<Channel>, GwError>
-    {
+    ) -> Result<IdentityServiceClient<Channel>, GwError> {
         Ok(self.cell(tenant)?.identity.clone())
+    }
+
+    /// A client of accounts-contacts in the tenant's cell.
+    pub fn accounts(
+        &self,
+        tenant: Option<TenantId>,
+    ) -> Result<AccountsServiceClient<Channel>, GwError> {
+        Ok(self.cell(tenant)?.accounts.clone())
     }
 
     /// A client of the webhook service in the tenant's cell (the default cell when no
@@ -91,6 +110,14 @@ impl Backends {
         tenant: Option<TenantId>,
     ) -> Result<WebhookServiceClient<Channel>, GwError> {
         Ok(self.cell(tenant)?.webhooks.clone())
+    }
+
+    /// A client of search in the tenant's cell.
+    pub fn search(
+        &self,
+        tenant: Option<TenantId>,
+    ) -> Result<SearchServiceClient<Channel>, GwError> {
+        Ok(self.cell(tenant)?.search.clone())
     }
 
     /// Builds a gRPC request carrying the context of the REST request.

@@ -36,8 +36,24 @@ pub struct GatewaySettings {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CellUrls {
     pub identity: String,
+    /// The accounts-contacts service (`crm.accounts.v1.AccountsService`).
+    pub accounts: String,
     /// The webhook-delivery service (`CRM_WEBHOOK_DELIVERY_URL`, `CRM_CELL_<NAME>_WEBHOOK_DELIVERY_URL`).
     pub webhooks: String,
+    /// The search service (`crm.search.v1.SearchService`).
+    pub search: String,
+}
+
+/// Where the default cell's accounts service listens unless `CRM_ACCOUNTS_CONTACTS_URL` says otherwise.
+pub const DEFAULT_ACCOUNTS_URL: &str = "http://127.0.0.1:50052";
+
+/// Where the default cell's webhook-delivery service listens unless `CRM_WEBHOOK_DELIVERY_URL` says otherwise.
+pub const DEFAULT_WEBHOOKS_URL: &str = "http://127.0.0.1:50056";
+/// Where the default cell's search service listens unless `CRM_SEARCH_URL` says otherwise.
+pub const DEFAULT_SEARCH_URL: &str = "http://127.0.0.1:50055";
+
+fn is_http_url(url: &str) -> bool {
+    url.starts_with("http://") || url.starts_with("https://")
 }
 
 impl GatewaySettings {
@@ -47,7 +63,8 @@ impl GatewaySettings {
         Self::from_map(&vars, identity_url)
     }
 
-    /// Reads settings from a map.
+    /// Reads settings from a map; `CRM_ACCOUNTS_CONTACTS_URL` (default
+    /// `http://127.0.0.1:50052`) is the default cell's accounts service.
     pub fn from_map(
         vars: &HashMap<String, String>,
         identity_url: &str,
@@ -117,17 +134,32 @@ impl GatewaySettings {
                 )),
             }
         }
+        let accounts =
+            get("CRM_ACCOUNTS_CONTACTS_URL").unwrap_or_else(|| DEFAULT_ACCOUNTS_URL.to_owned());
+        if !is_http_url(&accounts) {
+            errors.push(format!(
+                "CRM_ACCOUNTS_CONTACTS_URL: not an http(s) URL: {accounts:?}"
+            ));
+        }
+        let webhooks =
+            get("CRM_WEBHOOK_DELIVERY_URL").unwrap_or_else(|| DEFAULT_WEBHOOKS_URL.to_owned());
+        if !is_http_url(&webhooks) {
+            errors.push(format!(
+                "CRM_WEBHOOK_DELIVERY_URL: not an http(s) URL: {webhooks:?}"
+            ));
+        }
+        let search = get("CRM_SEARCH_URL").unwrap_or_else(|| DEFAULT_SEARCH_URL.to_owned());
+        if !is_http_url(&search) {
+            errors.push(format!("CRM_SEARCH_URL: not an http(s) URL: {search:?}"));
+        }
         let mut cells = HashMap::new();
         cells.insert(
             "default".to_owned(),
             CellUrls {
                 identity: identity_url.to_owned(),
-                webhooks: service_url(
-                    &get,
-                    &mut errors,
-                    "CRM_WEBHOOK_DELIVERY_URL",
-                    "http://127.0.0.1:50056",
-                ),
+                accounts,
+                webhooks,
+                search,
             },
         );
         let mut tenant_cells = HashMap::new();
@@ -143,29 +175,38 @@ impl GatewaySettings {
                 };
                 let cell = cell.trim().to_owned();
                 if !cells.contains_key(&cell) {
-                    let var = format!(
-                        "CRM_CELL_{}_IDENTITY_URL",
-                        cell.to_uppercase().replace('-', "_")
-                    );
-                    match get(&var) {
-                        Some(url) if url.starts_with("http://") || url.starts_with("https://") => {
-                            let webhooks_var = format!(
-                                "CRM_CELL_{}_WEBHOOK_DELIVERY_URL",
-                                cell.to_uppercase().replace('-', "_")
-                            );
-                            let webhooks = service_url(&get, &mut errors, &webhooks_var, "");
-                            cells.insert(
-                                cell.clone(),
-                                CellUrls {
-                                    identity: url,
-                                    webhooks,
-                                },
-                            );
+                    let prefix = format!("CRM_CELL_{}", cell.to_uppercase().replace('-', "_"));
+                    let mut url = |service: &str| {
+                        let var = format!("{prefix}_{service}_URL");
+                        match get(&var) {
+                            Some(url) if is_http_url(&url) => Some(url),
+                            Some(url) => {
+                                errors.push(format!("{var}: not an http(s) URL: {url:?}"));
+                                None
+                            }
+                            None => {
+                                errors.push(format!(
+                                    "{var}: required because CRM_TENANT_CELLS names cell {cell:?}"
+                                ));
+                                None
+                            }
                         }
-                        Some(url) => errors.push(format!("{var}: not an http(s) URL: {url:?}")),
-                        None => errors.push(format!(
-                            "{var}: required because CRM_TENANT_CELLS names cell {cell:?}"
-                        )),
+                    };
+                    if let (Some(identity), Some(accounts), Some(webhooks), Some(search)) = (
+                        url("IDENTITY"),
+                        url("ACCOUNTS_CONTACTS"),
+                        url("WEBHOOK_DELIVERY"),
+                        url("SEARCH"),
+                    ) {
+                        cells.insert(
+                            cell.clone(),
+                            CellUrls {
+                                identity,
+                                accounts,
+                                webhooks,
+                                search,
+                            },
+                        );
                     }
                 }
                 tenant_cells.insert(tenant, cell);
@@ -188,29 +229,6 @@ impl GatewaySettings {
     }
 }
 
-/// An http(s) URL from `var`, or `default` when unset; no default makes it required.
-fn service_url(
-    get: &impl Fn(&str) -> Option<String>,
-    errors: &mut Vec<String>,
-    var: &str,
-    default: &str,
-) -> String {
-    match get(var) {
-        Some(url) if url.starts_with("http://") || url.starts_with("https://") => url,
-        Some(url) => {
-            errors.push(format!("{var}: not an http(s) URL: {url:?}"));
-            default.to_owned()
-        }
-        None if default.is_empty() => {
-            errors.push(format!(
-                "{var}: required for every cell named in CRM_TENANT_CELLS"
-            ));
-            String::new()
-        }
-        None => default.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -228,21 +246,55 @@ mod tests {
                 "http://big:50051".to_owned(),
             ),
             (
+                "CRM_CELL_BIG_ACCOUNTS_CONTACTS_URL".to_owned(),
+                "http://big:50052".to_owned(),
+            ),
+            (
                 "CRM_CELL_BIG_WEBHOOK_DELIVERY_URL".to_owned(),
                 "http://big:50056".to_owned(),
+            ),
+            (
+                "CRM_CELL_BIG_SEARCH_URL".to_owned(),
+                "http://big:50055".to_owned(),
             ),
         ]
         .into();
         let s = GatewaySettings::from_map(&vars, "http://id:1").unwrap();
         assert_eq!(s.tenant_cells[&t], "big");
         assert_eq!(s.cells["big"].identity, "http://big:50051");
+        assert_eq!(s.cells["big"].accounts, "http://big:50052");
         assert_eq!(s.cells["big"].webhooks, "http://big:50056");
-        assert_eq!(s.cells["default"].webhooks, "http://127.0.0.1:50056");
+        assert_eq!(s.cells["default"].webhooks, DEFAULT_WEBHOOKS_URL);
+        assert_eq!(s.cells["big"].search, "http://big:50055");
         let vars: HashMap<String, String> =
             [("CRM_TENANT_CELLS".to_owned(), format!("{t}=nowhere"))].into();
         let err = GatewaySettings::from_map(&vars, "http://id:1")
             .unwrap_err()
             .to_string();
         assert!(err.contains("CRM_CELL_NOWHERE_IDENTITY_URL"), "{err}");
+        assert!(
+            err.contains("CRM_CELL_NOWHERE_ACCOUNTS_CONTACTS_URL"),
+            "{err}"
+        );
+        assert!(err.contains("CRM_CELL_NOWHERE_SEARCH_URL"), "{err}");
+    }
+
+    #[test]
+    fn accounts_url() {
+        let s = GatewaySettings::from_map(&HashMap::new(), "http://id:1").unwrap();
+        assert_eq!(s.cells["default"].accounts, DEFAULT_ACCOUNTS_URL);
+        let vars: HashMap<String, String> = [(
+            "CRM_ACCOUNTS_CONTACTS_URL".to_owned(),
+            "http://acc:7".to_owned(),
+        )]
+        .into();
+        let s = GatewaySettings::from_map(&vars, "http://id:1").unwrap();
+        assert_eq!(s.cells["default"].accounts, "http://acc:7");
+        let vars: HashMap<String, String> =
+            [("CRM_ACCOUNTS_CONTACTS_URL".to_owned(), "acc:7".to_owned())].into();
+        let err = GatewaySettings::from_map(&vars, "http://id:1")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("CRM_ACCOUNTS_CONTACTS_URL"), "{err}");
     }
 }

@@ -136,10 +136,16 @@ fn rest_field(field: &str) -> String {
     match field {
         "page_size" => return "limit".into(),
         "page_token" => return "cursor".into(),
+        "order_by" => return "sort".into(),
+        "query" => return "q".into(),
         "update_mask" => return "body".into(),
         "etag" => return "If-Match".into(),
         "request_id" => return "Idempotency-Key".into(),
         _ => {}
+    }
+    // Custom field keys are the partner's own names, used as they are.
+    if field.starts_with("custom.") {
+        return field.to_owned();
     }
     let mut out = String::with_capacity(field.len());
     let mut upper = false;
@@ -156,6 +162,77 @@ fn rest_field(field: &str) -> String {
     out
 }
 
+/// For `#[serde(default, deserialize_with = "present")]` on an `Option<Option<T>>`: an absent
+/// field stays `None`, an explicit JSON `null` becomes `Some(None)`.
+pub fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Largest magnitude up to which every integer is exact in an f64 (2^53).
+const EXACT_F64_INT: f64 = 9_007_199_254_740_992.0;
+
+/// A JSON object as a `google.protobuf.Struct`.
+pub fn json_to_struct(m: &serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: m
+            .iter()
+            .map(|(k, v)| (k.clone(), json_to_value(v)))
+            .collect(),
+    }
+}
+
+fn json_to_value(v: &serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    use serde_json::Value as J;
+    let kind = match v {
+        J::Null => Kind::NullValue(prost_types::NullValue::NullValue as i32),
+        J::Bool(b) => Kind::BoolValue(*b),
+        J::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        J::String(s) => Kind::StringValue(s.clone()),
+        J::Array(a) => Kind::ListValue(prost_types::ListValue {
+            values: a.iter().map(json_to_value).collect(),
+        }),
+        J::Object(o) => Kind::StructValue(json_to_struct(o)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+/// A `google.protobuf.Struct` as a JSON object; integral numbers print without ".0".
+pub fn struct_to_json(s: prost_types::Struct) -> serde_json::Value {
+    serde_json::Value::Object(struct_to_map(s))
+}
+
+/// A `google.protobuf.Struct` as a JSON map.
+pub fn struct_to_map(s: prost_types::Struct) -> serde_json::Map<String, serde_json::Value> {
+    s.fields
+        .into_iter()
+        .map(|(k, v)| (k, value_to_json(v)))
+        .collect()
+}
+
+fn value_to_json(v: prost_types::Value) -> serde_json::Value {
+    use prost_types::value::Kind;
+    use serde_json::Value as J;
+    match v.kind {
+        None | Some(Kind::NullValue(_)) => J::Null,
+        Some(Kind::BoolValue(b)) => J::Bool(b),
+        Some(Kind::NumberValue(n)) => {
+            if n.fract() == 0.0 && n.abs() <= EXACT_F64_INT {
+                J::from(n as i64)
+            } else {
+                serde_json::Number::from_f64(n).map_or(J::Null, J::Number)
+            }
+        }
+        Some(Kind::StringValue(s)) => J::String(s),
+        Some(Kind::ListValue(l)) => J::Array(l.values.into_iter().map(value_to_json).collect()),
+        Some(Kind::StructValue(s)) => struct_to_json(s),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,5 +246,41 @@ mod tests {
         );
         assert_eq!(rest_field("page_size"), "limit");
         assert_eq!(rest_field("email"), "email");
+        assert_eq!(rest_field("order_by"), "sort");
+        assert_eq!(rest_field("query"), "q");
+        assert_eq!(rest_field("owner_user_id"), "ownerUserId");
+        assert_eq!(rest_field("custom.deal_size"), "custom.deal_size");
+    }
+
+    #[test]
+    fn structs_round_trip_through_json() {
+        let doc = serde_json::json!({
+            "n": 3, "x": 2.5, "big": 1e300, "neg": -7, "s": "a", "b": true, "z": null,
+            "list": [1, "two", {"k": [false]}],
+        });
+        let serde_json::Value::Object(m) = &doc else {
+            unreachable!()
+        };
+        let back = struct_to_json(json_to_struct(m));
+        assert_eq!(back, doc);
+        assert_eq!(back["n"].to_string(), "3");
+        assert_eq!(back["neg"].to_string(), "-7");
+        assert_eq!(back["x"].to_string(), "2.5");
+    }
+
+    #[derive(Deserialize)]
+    struct Patch {
+        #[serde(default, deserialize_with = "present")]
+        email: Option<Option<String>>,
+    }
+
+    #[test]
+    fn absent_and_null_differ() {
+        let p: Patch = serde_json::from_str("{}").unwrap();
+        assert_eq!(p.email, None);
+        let p: Patch = serde_json::from_str(r#"{"email": null}"#).unwrap();
+        assert_eq!(p.email, Some(None));
+        let p: Patch = serde_json::from_str(r#"{"email": "a@b.c"}"#).unwrap();
+        assert_eq!(p.email, Some(Some("a@b.c".into())));
     }
 }

@@ -232,39 +232,66 @@ fn nul_field(v: &serde_json::Value, path: String) -> Option<String> {
 /// A JSON body: `application/json` required, every error names its field.
 pub struct Json<T>(pub T);
 
+/// Refuses bodies that are not JSON, naming `Content-Type`.
+fn require_json(headers: &axum::http::HeaderMap) -> Result<(), GwError> {
+    let ct = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    if mime != "application/json" && !(mime.starts_with("application/") && mime.ends_with("+json"))
+    {
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "content-type must be application/json",
+        )
+        .with_fields(vec![FieldViolation {
+            field: "Content-Type".into(),
+            message: "must be application/json".into(),
+        }])
+        .into());
+    }
+    Ok(())
+}
+
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     type Rejection = GwError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let ct = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("");
-        let mime = ct
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_ascii_lowercase();
-        if mime != "application/json"
-            && !(mime.starts_with("application/") && mime.ends_with("+json"))
-        {
-            return Err(ApiError::new(
-                ErrorCode::UnsupportedMediaType,
-                "content-type must be application/json",
-            )
-            .with_fields(vec![FieldViolation {
-                field: "Content-Type".into(),
-                message: "must be application/json".into(),
-            }])
-            .into());
-        }
+        require_json(req.headers())?;
         let bytes = Bytes::from_request(req, state)
             .await
             .map_err(body_rejection)?;
         if bytes.is_empty() {
             return Err(ApiError::invalid("body", "a JSON body is required").into());
+        }
+        Ok(Self(parse_json(&bytes)?))
+    }
+}
+
+/// A JSON body that may be left out: no body (or only whitespace) is `T::default()`, and so
+/// is a JSON `null`; a body that is there must be JSON like any other.
+pub struct OptionalJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {
+    type Rejection = GwError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = require_json(req.headers());
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(body_rejection)?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(T::default()));
+        }
+        is_json?;
+        if bytes.trim_ascii() == b"null" {
+            return Ok(Self(T::default()));
         }
         Ok(Self(parse_json(&bytes)?))
     }
@@ -395,5 +422,43 @@ mod tests {
             None,
         );
         assert_eq!(bare.headers()[header::CONTENT_TYPE], PROBLEM_JSON);
+    }
+
+    #[derive(serde::Deserialize, Default, Debug, PartialEq)]
+    #[serde(deny_unknown_fields)]
+    struct Link {
+        role: Option<String>,
+    }
+
+    async fn optional(ct: Option<&str>, body: &'static str) -> Result<Link, GwError> {
+        let mut b = axum::http::Request::builder().method("PUT").uri("/x");
+        if let Some(ct) = ct {
+            b = b.header(header::CONTENT_TYPE, ct);
+        }
+        let req = b.body(axum::body::Body::from(body)).unwrap();
+        OptionalJson::<Link>::from_request(req, &())
+            .await
+            .map(|j| j.0)
+    }
+
+    #[tokio::test]
+    async fn optional_bodies_may_be_left_out() {
+        assert_eq!(optional(None, "").await.unwrap(), Link::default());
+        assert_eq!(optional(None, " \n").await.unwrap(), Link::default());
+        let json = Some("application/json");
+        assert_eq!(optional(json, "{}").await.unwrap(), Link::default());
+        assert_eq!(optional(json, "null").await.unwrap(), Link::default());
+        assert_eq!(
+            optional(json, r#"{"role": "billing"}"#)
+                .await
+                .unwrap()
+                .role
+                .as_deref(),
+            Some("billing")
+        );
+        let e = optional(None, "{}").await.unwrap_err();
+        assert_eq!(e.0.code, ErrorCode::UnsupportedMediaType);
+        let e = optional(json, r#"{"rol": 1}"#).await.unwrap_err();
+        assert_eq!(e.0.fields[0].field, "rol");
     }
 }

@@ -327,17 +327,39 @@ impl ApiError {
     }
 }
 
+/// Field violations carried on the wire: status and details travel in HTTP/2 trailers, and
+/// trailers beyond the peer's header-list limit break the stream (the caller would see an
+/// internal error instead of the violations).
+const MAX_WIRE_VIOLATIONS: usize = 20;
+/// Longest status message on the wire, in bytes.
+const MAX_WIRE_MESSAGE: usize = 1024;
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}...", &s[..end])
+}
+
 impl From<ApiError> for tonic::Status {
     fn from(e: ApiError) -> Self {
         let mut details = ErrorDetails::new();
         details.set_error_info(e.code.as_str(), ERROR_DOMAIN, e.metadata.clone());
-        for f in &e.fields {
-            details.add_bad_request_violation(f.field.clone(), f.message.clone());
+        for f in e.fields.iter().take(MAX_WIRE_VIOLATIONS) {
+            details.add_bad_request_violation(truncate(&f.field, 200), truncate(&f.message, 300));
         }
         if e.retry_after.is_some() {
             details.set_retry_info(e.retry_after);
         }
-        tonic::Status::with_error_details(e.code.grpc_code(), e.message, details)
+        tonic::Status::with_error_details(
+            e.code.grpc_code(),
+            truncate(&e.message, MAX_WIRE_MESSAGE),
+            details,
+        )
     }
 }
 
@@ -400,6 +422,23 @@ impl Violations {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn many_violations_stay_small_on_the_wire() {
+        let fields = (0..500)
+            .map(|i| FieldViolation {
+                field: format!("fieldRules[{i}].objectType"),
+                message: "must name a known object type".into(),
+            })
+            .collect();
+        let s = tonic::Status::from(ApiError::invalid_fields(fields));
+        assert!(s.message().len() <= MAX_WIRE_MESSAGE + 3);
+        assert!(s.details().len() < 4096, "{}", s.details().len());
+        let back = ApiError::from_status(&s);
+        assert_eq!(back.code, ErrorCode::ValidationFailed);
+        assert_eq!(back.fields.len(), MAX_WIRE_VIOLATIONS);
+        assert_eq!(back.fields[0].field, "fieldRules[0].objectType");
+    }
 
     #[test]
     fn round_trips_through_grpc() {

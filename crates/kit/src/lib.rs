@@ -2,6 +2,7 @@
 //! verification, tenant-scoped transactions, the cache, and the server bootstrap.
 //! Services build on these; nothing here knows about a particular service.
 
+pub mod access;
 pub mod admin;
 pub mod auth;
 pub mod cache;

@@ -188,7 +188,7 @@ async fn scope_own_sees_only_own_records_and_scope_all_sees_every_one() {
         .iter()
         .map(|c| s(c, "id"))
         .collect();
-    assert_eq!(seen, [mine.clone()]);
+    assert_eq!(seen, std::slice::from_ref(&mine));
     assert_eq!(st.all(&manager, "/contacts").await.len(), 3);
     assert_eq!(st.all(&admin, "/contacts").await.len(), 3);
 

@@ -34,6 +34,8 @@ fn init_tracing() {
 
 pub struct TestStack {
     pub base: String,
+    /// The accounts-contacts gRPC endpoint.
+    pub accounts_url: String,
     pub http: Client,
     /// The owner connection, for looking at what services wrote (the outbox).
     pub admin: DatabaseConnection,
@@ -126,10 +128,8 @@ pub async fn spawn() -> TestStack {
     )
     .await
     .expect("accounts");
-    env.insert(
-        "CRM_ACCOUNTS_CONTACTS_URL".into(),
-        format!("http://{}", accounts.grpc_addr().expect("addr")),
-    );
+    let accounts_url = format!("http://{}", accounts.grpc_addr().expect("addr"));
+    env.insert("CRM_ACCOUNTS_CONTACTS_URL".into(), accounts_url.clone());
     tokio::spawn(accounts.run_until_stopped(cancel.clone()));
 
     let settings =
@@ -150,6 +150,7 @@ pub async fn spawn() -> TestStack {
     );
     TestStack {
         base: format!("http://{addr}/api/v1"),
+        accounts_url,
         http: Client::builder()
             .timeout(Duration::from_secs(30))
             .default_headers(headers)
@@ -308,6 +309,28 @@ impl TestStack {
             })
             .collect()
     }
+}
+
+/// A gRPC client of accounts-contacts and a request maker carrying the user's token.
+pub async fn grpc(
+    st: &TestStack,
+) -> crm_proto::accounts::accounts_service_client::AccountsServiceClient<tonic::transport::Channel>
+{
+    crm_proto::accounts::accounts_service_client::AccountsServiceClient::connect(
+        st.accounts_url.clone(),
+    )
+    .await
+    .expect("grpc connect")
+}
+
+/// A gRPC request as `u`.
+pub fn as_user<T>(u: &User, msg: T) -> tonic::Request<T> {
+    let mut req = tonic::Request::new(msg);
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", u.token).parse().expect("metadata"),
+    );
+    req
 }
 
 /// Asserts a problem+json answer with this status and code, and returns its body.

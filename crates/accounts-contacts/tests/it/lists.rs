@@ -227,7 +227,7 @@ async fn filters_and_partial_text() {
         names(
             st.all(
                 &admin,
-                "/contacts?filter=last_name%20%3E%3D%20%22R%22%20AND%20NOT%20email%3A%22acme%22"
+                "/contacts?filter=last_name%20%3E%3D%20%22R%22%20AND%20last_name%20%3C%20%22T%22%20AND%20NOT%20email%3A%22acme%22"
             )
             .await
         ),

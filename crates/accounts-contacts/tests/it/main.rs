@@ -2,6 +2,7 @@
 //! accounts-contacts and identity over gRPC, against the local PostgreSQL and Redis.
 
 mod access;
+mod grpc;
 mod helpers;
 mod lists;
 mod records;

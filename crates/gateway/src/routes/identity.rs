@@ -8,12 +8,13 @@ use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
-use crm_kit::{ApiError, ErrorCode};
+use crm_kit::ApiError;
 use crm_proto::identity as pb;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
+use super::{created, if_match, missing, none_if_empty, update_mask, with_etag};
 use crate::{
     app::AppState,
     backends::Ctx,
@@ -506,10 +507,6 @@ pub struct SecurityEventParams {
 
 // ---- conversions -------------------------------------------------------------------------
 
-fn none_if_empty(s: String) -> Option<String> {
-    (!s.is_empty()).then_some(s)
-}
-
 fn scope_str(s: i32) -> String {
     match pb::Scope::try_from(s) {
         Ok(pb::Scope::Own) => "own",
@@ -662,71 +659,6 @@ fn tokens(t: Option<pb::TokenPair>) -> TokenPair {
         token_type: t.token_type,
         expires_in: t.expires_in,
     }
-}
-
-fn missing(what: &str) -> impl FnOnce() -> GwError + '_ {
-    move || {
-        GwError(ApiError::internal(format!(
-            "backend answered without {what}"
-        )))
-    }
-}
-
-/// The fields a PATCH body names, as a gRPC update mask; a body naming none is refused.
-fn update_mask(paths: Vec<&str>) -> GwResult<prost_types::FieldMask> {
-    if paths.is_empty() {
-        return Err(ApiError::invalid("body", "names no field to change").into());
-    }
-    Ok(prost_types::FieldMask {
-        paths: paths.into_iter().map(str::to_owned).collect(),
-    })
-}
-
-/// A strong entity tag for a version.
-fn etag(version: i64) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
-}
-
-/// The If-Match header as the service's etag; `*` matches any version.
-fn if_match(headers: &HeaderMap) -> GwResult<String> {
-    match headers.get(header::IF_MATCH) {
-        None => Ok(String::new()),
-        Some(v) => {
-            let s = v
-                .to_str()
-                .map_err(|_| ApiError::invalid("If-Match", "must be an entity tag"))?
-                .trim();
-            if s == "*" {
-                return Ok(String::new());
-            }
-            let inner = s.trim_start_matches("W/").trim_matches('"');
-            if inner.parse::<i64>().is_err() {
-                return Err(ApiError::new(
-                    ErrorCode::PreconditionFailed,
-                    "If-Match does not match the current version",
-                )
-                .into());
-            }
-            Ok(inner.to_owned())
-        }
-    }
-}
-
-fn with_etag(version: i64, body: impl IntoResponse) -> Response {
-    let mut res = body.into_response();
-    res.headers_mut().insert(header::ETAG, etag(version));
-    res
-}
-
-fn created(location: String, version: Option<i64>, body: impl IntoResponse) -> Response {
-    let mut res = (StatusCode::CREATED, body).into_response();
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        res.headers_mut().insert(header::LOCATION, v);
-    }
-    if let Some(v) = version {
-        res.headers_mut().insert(header::ETAG, etag(v));
-    }
-    res
 }
 
 fn no_store(mut res: Response) -> Response {

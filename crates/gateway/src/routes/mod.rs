@@ -1,4 +1,88 @@
-//! REST routes, one module per API.md section.
+//! REST routes, one module per API.md section, and the helpers they share.
 
+pub mod accounts;
 pub mod identity;
 pub mod webhooks;
+pub mod search;
+
+use axum::{
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+};
+use crm_kit::{ApiError, ErrorCode};
+
+use crate::error::{GwError, GwResult};
+
+/// An empty string as `None`.
+pub(crate) fn none_if_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+/// The error for a backend answer lacking a part it always sends.
+pub(crate) fn missing(what: &str) -> impl FnOnce() -> GwError + '_ {
+    move || {
+        GwError(ApiError::internal(format!(
+            "backend answered without {what}"
+        )))
+    }
+}
+
+/// The fields a PATCH body names, as a gRPC update mask; a body naming none is refused.
+pub(crate) fn update_mask<S: Into<String>>(
+    paths: impl IntoIterator<Item = S>,
+) -> GwResult<prost_types::FieldMask> {
+    let paths: Vec<String> = paths.into_iter().map(Into::into).collect();
+    if paths.is_empty() {
+        return Err(ApiError::invalid("body", "names no field to change").into());
+    }
+    Ok(prost_types::FieldMask { paths })
+}
+
+/// A strong entity tag for a version.
+pub(crate) fn etag(version: i64) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{version}\"")).unwrap_or(HeaderValue::from_static("\"0\""))
+}
+
+/// The If-Match header as the service's etag; `*` matches any version.
+pub(crate) fn if_match(headers: &HeaderMap) -> GwResult<String> {
+    match headers.get(header::IF_MATCH) {
+        None => Ok(String::new()),
+        Some(v) => {
+            let s = v
+                .to_str()
+                .map_err(|_| ApiError::invalid("If-Match", "must be an entity tag"))?
+                .trim();
+            if s == "*" {
+                return Ok(String::new());
+            }
+            let inner = s.trim_start_matches("W/").trim_matches('"');
+            if inner.parse::<i64>().is_err() {
+                return Err(ApiError::new(
+                    ErrorCode::PreconditionFailed,
+                    "If-Match does not match the current version",
+                )
+                .into());
+            }
+            Ok(inner.to_owned())
+        }
+    }
+}
+
+/// A response with the ETag of `version`.
+pub(crate) fn with_etag(version: i64, body: impl IntoResponse) -> Response {
+    let mut res = body.into_response();
+    res.headers_mut().insert(header::ETAG, etag(version));
+    res
+}
+
+/// A 201 with Location and, for versioned records, ETag.
+pub(crate) fn created(location: String, version: Option<i64>, body: impl IntoResponse) -> Response {
+    let mut res = (StatusCode::CREATED, body).into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    if let Some(v) = version {
+        res.headers_mut().insert(header::ETAG, etag(v));
+    }
+    res
+}

@@ -1,4 +1,5 @@
-//! A whole stack per test: a fresh database, identity and the gateway on free ports.
+//! A whole stack per test: a fresh database, identity, accounts-contacts and the gateway on
+//! free ports.
 
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
 
@@ -137,7 +138,23 @@ pub async fn spawn_with(opts: Options) -> TestStack {
     tokio::spawn(identity.run_until_stopped(cancel.clone()));
 
     env.insert("CRM_IDENTITY_URL".into(), format!("http://{identity_addr}"));
+    env.insert("CRM_ACCOUNTS_CONTACTS_GRPC_PORT".into(), "0".into());
+    env.insert("CRM_ACCOUNTS_CONTACTS_HTTP_PORT".into(), "0".into());
     let config = Config::from_map(&env).expect("config");
+    let accounts = crm_accounts_contacts::Application::build(
+        &config,
+        crm_accounts_contacts::Deps {
+            db: db.clone(),
+            bus: None,
+        },
+    )
+    .await
+    .expect("accounts-contacts");
+    env.insert(
+        "CRM_ACCOUNTS_CONTACTS_URL".into(),
+        format!("http://{}", accounts.grpc_addr().expect("addr")),
+    );
+    tokio::spawn(accounts.run_until_stopped(cancel.clone()));
     let settings =
         crm_gateway::GatewaySettings::from_map(&env, &config.identity_url).expect("settings");
     let gateway = crm_gateway::Application::build(&config, settings, cache)

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crm_kit::{ApiError, ApiResult, Caller, TenantId, error::FieldViolation};
+use crate::{ApiError, ApiResult, Caller, TenantId, error::FieldViolation};
 use crm_proto::identity::{self as pb, identity_service_client::IdentityServiceClient};
 use tonic::transport::Channel;
 use uuid::Uuid;
@@ -161,12 +161,15 @@ impl Access {
     }
 }
 
+/// Recently read permissions by tenant and subject.
+type AccessCache = HashMap<(TenantId, Uuid), (Instant, Arc<Access>)>;
+
 /// Effective permissions from identity, kept briefly per caller so a page of requests costs
 /// one call to identity.
 #[derive(Clone)]
 pub struct Permissions {
     identity: IdentityServiceClient<Channel>,
-    cache: Arc<Mutex<HashMap<(TenantId, Uuid), (Instant, Arc<Access>)>>>,
+    cache: Arc<Mutex<AccessCache>>,
     ttl: Duration,
 }
 
@@ -194,7 +197,7 @@ impl Permissions {
         if let Ok(v) = format!("Bearer {}", caller.token).parse() {
             req.metadata_mut().insert("authorization", v);
         }
-        crm_kit::telemetry::inject_context(&mut req);
+        crate::telemetry::inject_context(&mut req);
         req
     }
 
@@ -217,8 +220,8 @@ impl Permissions {
             .await
             .map_err(|s| {
                 let e = ApiError::from_status(&s);
-                if e.code == crm_kit::ErrorCode::Internal {
-                    ApiError::new(crm_kit::ErrorCode::Unavailable, "identity is unavailable")
+                if e.code == crate::ErrorCode::Internal {
+                    ApiError::new(crate::ErrorCode::Unavailable, "identity is unavailable")
                 } else {
                     e
                 }
@@ -330,7 +333,7 @@ mod tests {
         let e = a
             .check_writable("contact", ["firstName", "email", "title"])
             .unwrap_err();
-        assert_eq!(e.code, crm_kit::ErrorCode::PermissionDenied);
+        assert_eq!(e.code, crate::ErrorCode::PermissionDenied);
         assert_eq!(
             e.fields
                 .iter()

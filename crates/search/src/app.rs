@@ -1,0 +1,210 @@
+//! Start-up: build the service from configuration, bind its ports, run until cancelled.
+
+use std::{collections::HashMap, net::SocketAddr, sync::Arc, time::Duration};
+
+use crm_bus::{BusConfig, Consumer, ConsumerOptions};
+use crm_kit::{
+    Config, Db, TokenVerifier,
+    access::Permissions,
+    auth::{AuthLayer, GrpcJwksSource},
+    server::{self, Readiness},
+};
+use crm_proto::{
+    accounts::accounts_service_client::AccountsServiceClient,
+    identity::identity_service_client::IdentityServiceClient,
+    search::search_service_server::SearchServiceServer,
+};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    consumer::{self, IndexHandler},
+    index,
+    service::Search,
+};
+
+/// Where accounts-contacts listens unless `CRM_ACCOUNTS_CONTACTS_URL` says otherwise.
+pub const DEFAULT_ACCOUNTS_URL: &str = "http://127.0.0.1:50052";
+
+/// How often the document counts on /metrics are refreshed.
+const COUNTS_EVERY: Duration = Duration::from_secs(60);
+
+/// Settings of this service beyond the shared [`Config`].
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// accounts-contacts, the source of contacts and accounts for rebuilds and drift checks.
+    pub accounts_url: String,
+}
+
+impl Settings {
+    /// Reads `CRM_ACCOUNTS_CONTACTS_URL` from the environment.
+    pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_map(&std::env::vars().collect())
+    }
+
+    /// Reads settings from a map (tests pass their own).
+    pub fn from_map(vars: &HashMap<String, String>) -> anyhow::Result<Self> {
+        let accounts_url = vars
+            .get("CRM_ACCOUNTS_CONTACTS_URL")
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .unwrap_or_else(|| DEFAULT_ACCOUNTS_URL.to_owned());
+        if !(accounts_url.starts_with("http://") || accounts_url.starts_with("https://")) {
+            anyhow::bail!("CRM_ACCOUNTS_CONTACTS_URL: not an http(s) URL: {accounts_url:?}");
+        }
+        Ok(Self { accounts_url })
+    }
+}
+
+/// What the service runs on: shared with other services when they run in one process.
+#[derive(Clone)]
+pub struct Deps {
+    pub db: Db,
+    /// RabbitMQ or an in-process broker; None runs without consuming events (the index then
+    /// changes only through rebuilds).
+    pub bus: Option<BusConfig>,
+}
+
+/// A built, bound, not yet running search service.
+pub struct Application {
+    search: Search,
+    verifier: Arc<TokenVerifier>,
+    deps: Deps,
+    consumer: Option<Consumer>,
+    readiness: Readiness,
+    grpc: TcpListener,
+    http: TcpListener,
+}
+
+fn channel(url: &str) -> anyhow::Result<tonic::transport::Channel> {
+    Ok(tonic::transport::Endpoint::from_shared(url.to_owned())?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(30))
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+impl Application {
+    /// Builds the service, declares its queue (so no event is missed before it runs) and
+    /// binds its ports (port 0 in the config picks free ones).
+    pub async fn build(config: &Config, settings: &Settings, deps: Deps) -> anyhow::Result<Self> {
+        let verifier = Arc::new(TokenVerifier::new(
+            Arc::new(GrpcJwksSource::new(&config.identity_url)?),
+            &config.jwt_issuer,
+            &config.jwt_audience,
+        ));
+        let search = Search::new(
+            deps.db.clone(),
+            Permissions::new(IdentityServiceClient::new(channel(&config.identity_url)?)),
+            AccountsServiceClient::new(channel(&settings.accounts_url)?),
+        );
+        let consumer = match &deps.bus {
+            Some(bus) => {
+                let c = Consumer::new(
+                    deps.db.clone(),
+                    index::SCHEMA,
+                    bus.clone(),
+                    consumer::SERVICE,
+                    consumer::bindings(),
+                    Arc::new(IndexHandler),
+                    ConsumerOptions::default(),
+                );
+                c.declare().await?;
+                Some(c)
+            }
+            None => None,
+        };
+        let grpc = server::bind(SocketAddr::new(
+            config.bind_host,
+            config.grpc_port("search"),
+        ))
+        .await?;
+        let http = server::bind(SocketAddr::new(
+            config.bind_host,
+            config.http_port("search"),
+        ))
+        .await?;
+        let readiness = Readiness {
+            db: Some(deps.db.clone()),
+            amqp_url: deps
+                .bus
+                .as_ref()
+                .filter(|b| b.in_process_broker().is_none())
+                .map(|b| b.amqp_url.clone().into()),
+            cache: None,
+        };
+        Ok(Self {
+            search,
+            verifier,
+            deps,
+            consumer,
+            readiness,
+            grpc,
+            http,
+        })
+    }
+
+    /// The bound gRPC address.
+    pub fn grpc_addr(&self) -> std::io::Result<SocketAddr> {
+        self.grpc.local_addr()
+    }
+
+    /// The bound HTTP address.
+    pub fn http_addr(&self) -> std::io::Result<SocketAddr> {
+        self.http.local_addr()
+    }
+
+    /// The service, for callers in the same process.
+    pub fn search(&self) -> &Search {
+        &self.search
+    }
+
+    /// Serves gRPC, HTTP and the event consumer until `cancel` fires.
+    pub async fn run_until_stopped(self, cancel: CancellationToken) -> anyhow::Result<()> {
+        let auth = AuthLayer::new(self.verifier.clone(), &[]);
+        let routes = tonic::service::Routes::new(SearchServiceServer::new(self.search.clone()));
+        let grpc = server::serve_grpc(
+            routes,
+            &["crm.search.v1.SearchService"],
+            auth,
+            self.grpc,
+            cancel.clone(),
+        );
+        let http = server::serve_http(
+            server::ops_router(self.readiness),
+            self.http,
+            cancel.clone(),
+        );
+        let consume = async {
+            match self.consumer {
+                Some(c) => c.run(cancel.clone()).await,
+                None => Ok(()),
+            }
+        };
+        let counts = publish_counts(self.deps.db.clone(), cancel.clone());
+        let (g, h, c, ()) = tokio::join!(grpc, http, consume, counts);
+        g?;
+        h?;
+        c?;
+        Ok(())
+    }
+}
+
+/// Keeps `crm_search_documents{tenant,type}` (live documents) current on /metrics.
+async fn publish_counts(db: Db, cancel: CancellationToken) {
+    loop {
+        match index::all_counts(&db).await {
+            Ok(rows) => {
+                for (tenant, kind, n) in rows {
+                    metrics::gauge!("crm_search_documents", "tenant" => tenant.to_string(), "type" => kind)
+                        .set(n as f64);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot count search documents"),
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(COUNTS_EVERY) => {}
+            _ = cancel.cancelled() => return,
+        }
+    }
+}
