@@ -149,26 +149,16 @@ AS $fn$
           FROM webhooks.deliveries d
          WHERE d.status = 'delivering' AND d.lease_until > now()
          GROUP BY d.endpoint_id
-    ), due AS (
-        -- Two index-friendly scans, not one OR: the due ones by the partial index on
-        -- next_attempt_at, the expired leases among the few in flight.
+    ), candidates AS (
         SELECT d.tenant_id, d.id, d.endpoint_id, d.next_attempt_at
           FROM webhooks.deliveries d
-         WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+         WHERE ((d.status = 'pending' AND d.next_attempt_at <= now())
+             OR (d.status = 'delivering' AND d.lease_until <= now()))
            AND NOT EXISTS (SELECT 1 FROM inflight i
                             WHERE i.endpoint_id = d.endpoint_id AND i.n >= per_endpoint)
          ORDER BY d.next_attempt_at
          LIMIT batch * 4
            FOR UPDATE SKIP LOCKED
-    ), expired AS (
-        SELECT d.tenant_id, d.id, d.endpoint_id, d.lease_until AS next_attempt_at
-          FROM webhooks.deliveries d
-         WHERE d.status = 'delivering' AND d.lease_until <= now()
-         ORDER BY d.lease_until
-         LIMIT batch
-           FOR UPDATE SKIP LOCKED
-    ), candidates AS (
-        SELECT * FROM due UNION ALL SELECT * FROM expired
     ), ranked AS (
         SELECT c.tenant_id, c.id, c.next_attempt_at,
                row_number() OVER (PARTITION BY c.endpoint_id ORDER BY c.next_attempt_at, c.id)
