@@ -9,8 +9,8 @@ use sea_orm_migration::{
 
 pub mod accounts;
 pub mod identity;
-pub mod webhooks;
 pub mod search;
+pub mod webhooks;
 
 /// The group role that holds the runtime privileges; service login roles are members of it.
 pub const RUNTIME_GROUP: &str = "crm_runtime";

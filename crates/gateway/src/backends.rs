@@ -8,8 +8,8 @@ use crm_kit::{ApiError, Caller, TenantId};
 use crm_proto::{
     accounts::accounts_service_client::AccountsServiceClient,
     identity::identity_service_client::IdentityServiceClient,
-    webhooks::webhook_service_client::WebhookServiceClient,
     search::search_service_client::SearchServiceClient,
+    webhooks::webhook_service_client::WebhookServiceClient,
 };
 use tonic::transport::{Channel, Endpoint};
 

@@ -453,12 +453,19 @@ pub async fn record_attempts(
             [t(tx), serde_json::Value::Array(rows).into()],
         ))
         .await?;
-    recorded.iter().map(|r| r.try_get::<Uuid>("", "id")).collect()
+    recorded
+        .iter()
+        .map(|r| r.try_get::<Uuid>("", "id"))
+        .collect()
 }
 
 /// Deliveries by id.
 pub async fn deliveries_by_id(tx: &TenantTx, ids: &[Uuid]) -> Result<Vec<DeliveryRow>, DbErr> {
-    let list = ids.iter().map(Uuid::to_string).collect::<Vec<_>>().join(",");
+    let list = ids
+        .iter()
+        .map(Uuid::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
     DeliveryRow::find_by_statement(stmt(
         &format!("{DELIVERY_SELECT} WHERE tenant_id = $1 AND id = ANY(string_to_array($2, ',')::uuid[]) ORDER BY id"),
         [t(tx), list.into()],
@@ -469,9 +476,15 @@ pub async fn deliveries_by_id(tx: &TenantTx, ids: &[Uuid]) -> Result<Vec<Deliver
 
 /// Endpoints by id, deleted ones included.
 pub async fn endpoints_by_id(tx: &TenantTx, ids: &[Uuid]) -> Result<Vec<EndpointRow>, DbErr> {
-    let list = ids.iter().map(Uuid::to_string).collect::<Vec<_>>().join(",");
+    let list = ids
+        .iter()
+        .map(Uuid::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
     EndpointRow::find_by_statement(stmt(
-        &format!("{ENDPOINT_SELECT} WHERE tenant_id = $1 AND id = ANY(string_to_array($2, ',')::uuid[])"),
+        &format!(
+            "{ENDPOINT_SELECT} WHERE tenant_id = $1 AND id = ANY(string_to_array($2, ',')::uuid[])"
+        ),
         [t(tx), list.into()],
     ))
     .all(tx.conn())

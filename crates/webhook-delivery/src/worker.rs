@@ -313,12 +313,16 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     (at - Utc::now()).to_std().ok()
 }
 
+/// The keys that sign an endpoint's deliveries: the current one, and the previous one
+/// during a rotation.
+type Keys = Arc<Vec<Vec<u8>>>;
+
 /// A claimed delivery, loaded with its endpoint and the keys that sign it.
 struct Job {
     tenant: TenantId,
     delivery: DeliveryRow,
     endpoint: Arc<EndpointRow>,
-    keys: Arc<Vec<Vec<u8>>>,
+    keys: Keys,
 }
 
 /// A finished try, waiting to be recorded.
@@ -339,7 +343,7 @@ impl Inner {
         let mut endpoint_ids: Vec<Uuid> = deliveries.iter().map(|d| d.endpoint_id).collect();
         endpoint_ids.sort_unstable();
         endpoint_ids.dedup();
-        let mut endpoints: HashMap<Uuid, (Arc<EndpointRow>, Arc<Vec<Vec<u8>>>)> = HashMap::new();
+        let mut endpoints: HashMap<Uuid, (Arc<EndpointRow>, Keys)> = HashMap::new();
         for e in store::endpoints_by_id(&tx, &endpoint_ids).await? {
             if e.deleted || !e.enabled {
                 continue;
@@ -435,8 +439,7 @@ impl Inner {
                 )
             }
             Sent::Failed { timeout, error } => {
-                let next =
-                    scheduled().map(|d| if timeout { d.max(s.throttle_min) } else { d });
+                let next = scheduled().map(|d| if timeout { d.max(s.throttle_min) } else { d });
                 (
                     AttemptOutcome {
                         succeeded: false,
@@ -450,10 +453,13 @@ impl Inner {
                 )
             }
         };
-        let label = if outcome.succeeded { "succeeded" } else { "failed" };
+        let label = if outcome.succeeded {
+            "succeeded"
+        } else {
+            "failed"
+        };
         metrics::counter!("crm_webhook_attempts_total", "outcome" => label).increment(1);
-        metrics::histogram!("crm_webhook_attempt_duration_seconds")
-            .record(duration.as_secs_f64());
+        metrics::histogram!("crm_webhook_attempt_duration_seconds").record(duration.as_secs_f64());
         Done {
             tenant,
             delivery_id: d.id,

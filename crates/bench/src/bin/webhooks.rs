@@ -34,7 +34,9 @@ use uuid::Uuid;
 const SOURCE_SCHEMA: &str = "bench_source";
 
 #[derive(Parser, Debug)]
-#[command(about = "Webhook deliveries per second beside a plain HTTP loop; event-to-receiver latency")]
+#[command(
+    about = "Webhook deliveries per second beside a plain HTTP loop; event-to-receiver latency"
+)]
 struct Args {
     /// Deliveries in the throughput phase (and requests in the plain loop).
     #[arg(long, default_value_t = 5_000)]
@@ -83,7 +85,10 @@ async fn receive(State(r): State<Receiver>, body: Bytes) -> &'static str {
 async fn main() -> anyhow::Result<()> {
     crm_bench::init_tracing();
     let args = Args::parse();
-    anyhow::ensure!(args.endpoints > 0 && args.concurrency > 0, "endpoints and concurrency must be at least 1");
+    anyhow::ensure!(
+        args.endpoints > 0 && args.concurrency > 0,
+        "endpoints and concurrency must be at least 1"
+    );
     let scratch = Scratch::create("webhooks").await?;
     let outcome = tokio::select! {
         r = run(&scratch, &args) => r,
@@ -96,7 +101,11 @@ async fn main() -> anyhow::Result<()> {
 async fn wait_for(count: &AtomicU64, target: u64, limit: Duration) -> anyhow::Result<Duration> {
     let started = Instant::now();
     while count.load(Ordering::Relaxed) < target {
-        anyhow::ensure!(started.elapsed() < limit, "gave up after {limit:?}: {} of {target}", count.load(Ordering::Relaxed));
+        anyhow::ensure!(
+            started.elapsed() < limit,
+            "gave up after {limit:?}: {} of {target}",
+            count.load(Ordering::Relaxed)
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     Ok(started.elapsed())
@@ -104,7 +113,9 @@ async fn wait_for(count: &AtomicU64, target: u64, limit: Duration) -> anyhow::Re
 
 async fn run(scratch: &Scratch, args: &Args) -> anyhow::Result<()> {
     scratch.migrate().await?;
-    let admin_conn = Database::connect(scratch.admin_url.as_str()).await.context("connecting as admin")?;
+    let admin_conn = Database::connect(scratch.admin_url.as_str())
+        .await
+        .context("connecting as admin")?;
     admin::ensure_runtime_role(&admin_conn, RUNTIME_ROLE).await?;
     admin_conn
         .execute_unprepared(&outbox::ddl(SOURCE_SCHEMA, RUNTIME_ROLE))
@@ -112,7 +123,13 @@ async fn run(scratch: &Scratch, args: &Args) -> anyhow::Result<()> {
         .context("creating the source outbox")?;
     admin_conn.close().await?;
     let db = scratch.runtime_db(20).await?;
-    for q in ["webhook-delivery", "webhook-delivery.dlq", "webhook-delivery.retry.1", "webhook-delivery.retry.2", "webhook-delivery.retry.3"] {
+    for q in [
+        "webhook-delivery",
+        "webhook-delivery.dlq",
+        "webhook-delivery.retry.1",
+        "webhook-delivery.retry.2",
+        "webhook-delivery.retry.3",
+    ] {
         scratch.queue(q);
     }
 
@@ -122,7 +139,9 @@ async fn run(scratch: &Scratch, args: &Args) -> anyhow::Result<()> {
     let addr: SocketAddr = listener.local_addr()?;
     let cancel = CancellationToken::new();
     {
-        let app = Router::new().route("/r/{n}", post(receive)).with_state(receiver.clone());
+        let app = Router::new()
+            .route("/r/{n}", post(receive))
+            .with_state(receiver.clone());
         let cancel = cancel.clone();
         tokio::spawn(async move {
             axum::serve(listener, app)
@@ -138,12 +157,19 @@ async fn run(scratch: &Scratch, args: &Args) -> anyhow::Result<()> {
         ("CRM_IDENTITY_URL".into(), "http://127.0.0.1:1".into()),
         ("CRM_WEBHOOK_ALLOW_HTTP".into(), "true".into()),
         ("CRM_WEBHOOK_ALLOW_NETS".into(), "127.0.0.1/32".into()),
-        ("CRM_WEBHOOK_CONCURRENCY".into(), args.concurrency.to_string()),
-        ("CRM_WEBHOOK_PER_ENDPOINT_CONCURRENCY".into(), args.per_endpoint.to_string()),
+        (
+            "CRM_WEBHOOK_CONCURRENCY".into(),
+            args.concurrency.to_string(),
+        ),
+        (
+            "CRM_WEBHOOK_PER_ENDPOINT_CONCURRENCY".into(),
+            args.per_endpoint.to_string(),
+        ),
         ("CRM_WEBHOOK_POLL_SECS".into(), "0.05".into()),
     ]);
     let config = Config::from_map(&env).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let settings = WebhookSettings::from_map(&env, config.env).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let settings =
+        WebhookSettings::from_map(&env, config.env).map_err(|e| anyhow::anyhow!("{e}"))?;
     let kek = *config.key_encryption_key.expose_secret();
     let cipher = SecretCipher::derive(&kek);
 
@@ -173,8 +199,18 @@ async fn run(scratch: &Scratch, args: &Args) -> anyhow::Result<()> {
         }
         tx.commit().await?;
     }
-    let sample = Event::new("bench", "contact.created", tenant, None, "contact", Uuid::now_v7(), None,
-        Some(json!({"firstName": "Ada", "lastName": "Lovelace", "email": "ada@example.com", "ownerUserId": Uuid::now_v7()})));
+    let sample = Event::new(
+        "bench",
+        "contact.created",
+        tenant,
+        None,
+        "contact",
+        Uuid::now_v7(),
+        None,
+        Some(
+            json!({"firstName": "Ada", "lastName": "Lovelace", "email": "ada@example.com", "ownerUserId": Uuid::now_v7()}),
+        ),
+    );
     let body = fanout::payload(&sample)?;
     let limit = Duration::from_secs(args.max_secs);
 
@@ -182,20 +218,38 @@ async fn run(scratch: &Scratch, args: &Args) -> anyhow::Result<()> {
     {
         let tx = db.tenant_tx(tenant).await?;
         for i in 0..args.deliveries {
-            store::insert_delivery(&tx, endpoints[i % endpoints.len()], Uuid::now_v7(), "contact.created", &body).await?;
+            store::insert_delivery(
+                &tx,
+                endpoints[i % endpoints.len()],
+                Uuid::now_v7(),
+                "contact.created",
+                &body,
+            )
+            .await?;
         }
         tx.commit().await?;
     }
     // Warm the plain client and the receiver.
-    let plain = reqwest::Client::builder().no_proxy().tcp_nodelay(true).build()?;
+    let plain = reqwest::Client::builder()
+        .no_proxy()
+        .tcp_nodelay(true)
+        .build()?;
     for n in 0..args.concurrency {
-        plain.post(format!("http://{addr}/r/{}", n % args.endpoints)).body(body.clone()).send().await?.error_for_status()?;
+        plain
+            .post(format!("http://{addr}/r/{}", n % args.endpoints))
+            .body(body.clone())
+            .send()
+            .await?
+            .error_for_status()?;
     }
     receiver.count.store(0, Ordering::Relaxed);
 
     let worker_cancel = cancel.child_token();
     let started = Instant::now();
-    tokio::spawn(Worker::new(db.clone(), Arc::new(settings.clone()), cipher.clone())?.run(worker_cancel.clone()));
+    tokio::spawn(
+        Worker::new(db.clone(), Arc::new(settings.clone()), cipher.clone())?
+            .run(worker_cancel.clone()),
+    );
     wait_for(&receiver.count, args.deliveries as u64, limit).await?;
     let worker_wall = started.elapsed();
     // Every delivery is also recorded as succeeded before the worker is done with it.
@@ -215,7 +269,13 @@ async fn run(scratch: &Scratch, args: &Args) -> anyhow::Result<()> {
         let body = body.clone();
         tasks.push(tokio::spawn(async move {
             for _ in 0..per_task {
-                client.post(&url).header("content-type", "application/json").body(body.clone()).send().await?.error_for_status()?;
+                client
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await?
+                    .error_for_status()?;
             }
             Ok::<_, reqwest::Error>(())
         }));
@@ -229,24 +289,39 @@ async fn run(scratch: &Scratch, args: &Args) -> anyhow::Result<()> {
     // Latency: events committed to another service's outbox at a steady rate, through the
     // relay, RabbitMQ, the consumer's fan-out and the worker, to the receiver.
     *receiver.arrivals.lock().unwrap_or_else(|e| e.into_inner()) = Some(HashMap::new());
-    let mut app = Application::build(&config, settings.clone(), Deps { db: db.clone(), bus: Some(scratch.bus.clone()) }).await?;
+    let mut app = Application::build(
+        &config,
+        settings.clone(),
+        Deps {
+            db: db.clone(),
+            bus: Some(scratch.bus.clone()),
+        },
+    )
+    .await?;
     drop(app.take_worker());
     let app_cancel = cancel.child_token();
     tokio::spawn(app.run_until_stopped(app_cancel.clone()));
     tokio::spawn(Worker::new(db.clone(), Arc::new(settings), cipher)?.run(app_cancel.clone()));
-    tokio::spawn(Relay::new(db.clone(), SOURCE_SCHEMA, scratch.bus.clone()).run(app_cancel.clone()));
+    tokio::spawn(
+        Relay::new(db.clone(), SOURCE_SCHEMA, scratch.bus.clone()).run(app_cancel.clone()),
+    );
     // Only the first endpoint listens to the latency events: one delivery per event.
     {
         let tx = db.tenant_tx(tenant).await?;
         for id in &endpoints[1..] {
-            store::update_endpoint(&tx, *id, store::EndpointChange {
-                url: format!("http://{addr}/r/off"),
-                description: "bench".into(),
-                event_types: vec![],
-                enabled: false,
-                disabled_reason: "manual".into(),
-                reset_failing: false,
-            }).await?;
+            store::update_endpoint(
+                &tx,
+                *id,
+                store::EndpointChange {
+                    url: format!("http://{addr}/r/off"),
+                    description: "bench".into(),
+                    event_types: vec![],
+                    enabled: false,
+                    disabled_reason: "manual".into(),
+                    reset_failing: false,
+                },
+            )
+            .await?;
         }
         tx.commit().await?;
     }
@@ -256,8 +331,16 @@ async fn run(scratch: &Scratch, args: &Args) -> anyhow::Result<()> {
     let mut tick = tokio::time::interval(gap);
     for _ in 0..args.events {
         tick.tick().await;
-        let event = Event::new("bench", "contact.created", tenant, None, "contact", Uuid::now_v7(), None,
-            Some(json!({"firstName": "Ada", "lastName": "Lovelace"})));
+        let event = Event::new(
+            "bench",
+            "contact.created",
+            tenant,
+            None,
+            "contact",
+            Uuid::now_v7(),
+            None,
+            Some(json!({"firstName": "Ada", "lastName": "Lovelace"})),
+        );
         let tx = db.tenant_tx(tenant).await?;
         outbox::append(&tx, SOURCE_SCHEMA, &event).await?;
         tx.commit().await?;
@@ -265,7 +348,12 @@ async fn run(scratch: &Scratch, args: &Args) -> anyhow::Result<()> {
     }
     wait_for(&receiver.count, args.events as u64, limit).await?;
     app_cancel.cancel();
-    let arrivals = receiver.arrivals.lock().unwrap_or_else(|e| e.into_inner()).take().unwrap_or_default();
+    let arrivals = receiver
+        .arrivals
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+        .unwrap_or_default();
     let mut latency = Samples::default();
     for (id, at) in &committed {
         if let Some(arrived) = arrivals.get(id) {
@@ -278,24 +366,54 @@ async fn run(scratch: &Scratch, args: &Args) -> anyhow::Result<()> {
     println!("{}", machine_line());
     println!(
         "{} deliveries of {} bytes over {} endpoints; {} in flight at most ({} per endpoint)",
-        args.deliveries, body.len(), args.endpoints, args.concurrency, args.per_endpoint
+        args.deliveries,
+        body.len(),
+        args.endpoints,
+        args.concurrency,
+        args.per_endpoint
     );
     println!();
     println!("| path | requests | per s | ÷ plain loop |");
     println!("|---|---:|---:|---:|");
-    println!("| plain HTTP loop (reqwest, {} tasks) | {} | {} | 1.00 |", args.concurrency, per_task * args.concurrency, rate(plain_rate));
-    println!("| webhook worker: received by the receiver | {} | {} | **{}** |", args.deliveries, rate(worker_rate), ratio(worker_rate, plain_rate));
-    println!("| webhook worker: recorded as succeeded | {} | {} | {} |", args.deliveries, rate(settled_rate), ratio(settled_rate, plain_rate));
+    println!(
+        "| plain HTTP loop (reqwest, {} tasks) | {} | {} | 1.00 |",
+        args.concurrency,
+        per_task * args.concurrency,
+        rate(plain_rate)
+    );
+    println!(
+        "| webhook worker: received by the receiver | {} | {} | **{}** |",
+        args.deliveries,
+        rate(worker_rate),
+        ratio(worker_rate, plain_rate)
+    );
+    println!(
+        "| webhook worker: recorded as succeeded | {} | {} | {} |",
+        args.deliveries,
+        rate(settled_rate),
+        ratio(settled_rate, plain_rate)
+    );
     println!();
     println!("| latency, event commit → receiver | events | p50 ms | p95 ms | p99 ms |");
     println!("|---|---:|---:|---:|---:|");
-    println!("| outbox → relay → RabbitMQ → fan-out → worker → receiver at {}/s | {} | {} | {} | {} |",
-        args.event_rate, lat.samples, ms(lat.p50), ms(lat.p95), ms(lat.p99));
+    println!(
+        "| outbox → relay → RabbitMQ → fan-out → worker → receiver at {}/s | {} | {} | {} | {} |",
+        args.event_rate,
+        lat.samples,
+        ms(lat.p50),
+        ms(lat.p95),
+        ms(lat.p99)
+    );
     Ok(())
 }
 
 /// Waits until every delivery of the tenant is recorded as succeeded; the time since now.
-async fn wait_settled(db: &crm_kit::Db, tenant: TenantId, total: usize, limit: Duration) -> anyhow::Result<Duration> {
+async fn wait_settled(
+    db: &crm_kit::Db,
+    tenant: TenantId,
+    total: usize,
+    limit: Duration,
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
     loop {
         let tx = db.tenant_tx(tenant).await?;
@@ -312,7 +430,10 @@ async fn wait_settled(db: &crm_kit::Db, tenant: TenantId, total: usize, limit: D
         if n as usize >= total {
             return Ok(started.elapsed());
         }
-        anyhow::ensure!(started.elapsed() < limit, "gave up waiting for {total} settled deliveries ({n})");
+        anyhow::ensure!(
+            started.elapsed() < limit,
+            "gave up waiting for {total} settled deliveries ({n})"
+        );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

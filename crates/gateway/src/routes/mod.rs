@@ -2,8 +2,8 @@
 
 pub mod accounts;
 pub mod identity;
-pub mod webhooks;
 pub mod search;
+pub mod webhooks;
 
 use axum::{
     http::{HeaderMap, HeaderValue, StatusCode, header},
