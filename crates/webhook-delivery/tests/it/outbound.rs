@@ -325,3 +325,39 @@ async fn an_endpoint_failing_too_long_is_disabled() {
         "no try after disabling"
     );
 }
+
+#[tokio::test]
+async fn deliveries_older_than_the_retention_are_purged() {
+    let app = spawn().await;
+    let t = app.signup().await;
+    let (endpoint, _) = app
+        .endpoint(&t, &app.receiver.url("kept", "200"), &["team.created"])
+        .await;
+    app.team(&t, "Old Team").await;
+    app.team(&t, "New Team").await;
+    eventually("both are delivered", || async {
+        let ds = app.deliveries(&t, &endpoint).await;
+        (ds.len() == 2 && ds.iter().all(|d| d["status"] == "succeeded")).then_some(())
+    })
+    .await;
+    // Age one of them past the 90 days; a worker purges at start and then hourly.
+    let admin = sea_orm::Database::connect(&app.admin_url)
+        .await
+        .expect("admin db");
+    sea_orm::ConnectionTrait::execute_unprepared(
+        &admin,
+        "UPDATE webhooks.deliveries SET created_at = now() - interval '91 days' \
+         WHERE payload LIKE '%Old Team%'",
+    )
+    .await
+    .expect("age a delivery");
+    let _ = admin.close().await;
+    app.kill_worker();
+    app.restart_worker();
+    let left = eventually("the old delivery is purged", || async {
+        let ds = app.deliveries(&t, &endpoint).await;
+        (ds.len() == 1).then_some(ds)
+    })
+    .await;
+    assert!(left[0]["payload"].to_string().contains("New Team"));
+}
