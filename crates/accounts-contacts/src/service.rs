@@ -1656,9 +1656,6 @@ pub fn list_query(
         conditions.push(filter::compile(&e, schema, &mut params)?);
     }
     let query = a.query.trim();
-    // Trigrams index terms of three characters or more; shorter ones match too many rows
-    // for matching first to pay.
-    let match_first = query.chars().count() >= 3;
     if !query.is_empty() {
         let escaped = query
             .replace('\\', "\\\\")
@@ -1679,7 +1676,6 @@ pub fn list_query(
         descending,
         after,
         limit,
-        match_first,
     })
 }
 

@@ -326,10 +326,6 @@ pub struct ListQuery {
     /// Resume after this (sort key as text, id).
     pub after: Option<(Option<String>, Uuid)>,
     pub limit: u64,
-    /// Find the matching rows first and sort them after, rather than walking the sort
-    /// index: right when a selective condition (partial text) has an index of its own and
-    /// few rows match, where walking the sort index would read most of the tenant.
-    pub match_first: bool,
 }
 
 /// The statement of a page (also run directly by the benchmarks as their baseline).
@@ -358,26 +354,13 @@ pub fn list_statement(obj: &Object, tenant: Uuid, q: &ListQuery) -> Statement {
         ));
     }
     params.push((q.limit as i64).into());
-    let select = obj.select_with(&format!(
-        ", ({expr})::text AS sort_key, ({expr}) AS sort_value",
-        expr = q.sort_expr
-    ));
-    let sql = if q.match_first {
-        // OFFSET 0 keeps the planner from pulling the ORDER BY into the subquery.
-        format!(
-            "SELECT * FROM ({select} WHERE {conds} OFFSET 0) m \
-             ORDER BY m.sort_value {dir}, m.id {dir} LIMIT ${n}",
-            conds = conds.join(" AND "),
-            n = params.len(),
-        )
-    } else {
-        format!(
-            "{select} WHERE {conds} ORDER BY {expr} {dir}, t.id {dir} LIMIT ${n}",
-            expr = q.sort_expr,
-            conds = conds.join(" AND "),
-            n = params.len(),
-        )
-    };
+    let sql = format!(
+        "{select} WHERE {conds} ORDER BY {expr} {dir}, t.id {dir} LIMIT ${n}",
+        select = obj.select_with(&format!(", ({})::text AS sort_key", q.sort_expr)),
+        expr = q.sort_expr,
+        conds = conds.join(" AND "),
+        n = params.len(),
+    );
     stmt(&sql, params)
 }
 
