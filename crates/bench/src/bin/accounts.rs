@@ -1,0 +1,1582 @@
+//! The accounts-contacts service under a large tenant: list page 1, a page deep in the
+//! list, get by id and `q`, each through the in-process gateway and as the same SQL run
+//! directly on the same pool, at the same concurrency and in alternating rounds.
+//!
+//! `seed` loads a persistent database once (1,000,000 contacts and 100,000 accounts in one
+//! tenant, ten smaller tenants beside it); `run` measures against it; `drop` removes it.
+//!
+//! ```sh
+//! cargo run -p crm-bench --release --bin accounts -- seed
+//! cargo run -p crm-bench --release --bin accounts -- run
+//! ```
+
+use std::{
+    collections::HashMap,
+    fmt::Write as _,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use crm_accounts_contacts::{
+    access::Reach,
+    filter::Schema,
+    service::{ListArgs, list_fingerprint, list_page_token, list_query},
+    store::{self, CONTACT},
+};
+use crm_bench::{RUNTIME_ROLE, Samples, Summary, machine_line, ms, rate, ratio};
+use crm_kit::{Cache, Config, Db, TenantId, admin, paging::PageTokens};
+use crm_proto::{
+    accounts::{self as acpb, accounts_service_client::AccountsServiceClient},
+    identity as idpb,
+};
+use sea_orm::{
+    ConnectionTrait, Database, DatabaseConnection, DbBackend, Statement, TransactionTrait, Value,
+};
+use secrecy::ExposeSecret as _;
+use serde_json::{Value as Json, json};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tonic::{
+    metadata::{Ascii, MetadataValue},
+    transport::{Channel, Endpoint},
+};
+use uuid::Uuid;
+
+const PASSWORD: &str = "correct horse battery staple";
+/// Far above anything the run can reach, so the limits count but never refuse.
+const NO_LIMIT: &str = "10000000";
+const BIG_SLUG: &str = "bench-big";
+/// The order the gateway asks for on `sort=created_at&order=desc`.
+const ORDER_BY: &str = "create_time desc";
+const LIST_QUERY: &str = "limit=50&sort=created_at&order=desc";
+const PAGE: u64 = 50;
+
+#[derive(Parser, Debug)]
+#[command(
+    about = "Accounts and contacts lists, get and q: through the gateway beside the same SQL"
+)]
+struct Cli {
+    /// The benchmark database (kept between runs).
+    #[arg(long, global = true, default_value = "bench_accounts")]
+    database: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Creates, migrates and loads the database; does nothing when it is already loaded.
+    Seed(SeedArgs),
+    /// Measures against the loaded database.
+    Run(RunArgs),
+    /// Drops the database.
+    Drop,
+}
+
+#[derive(clap::Args, Debug)]
+struct SeedArgs {
+    /// Contacts of the big tenant.
+    #[arg(long, default_value_t = 1_000_000)]
+    contacts: u64,
+    /// Accounts of the big tenant.
+    #[arg(long, default_value_t = 100_000)]
+    accounts: u64,
+    /// Smaller tenants beside the big one.
+    #[arg(long, default_value_t = 10)]
+    small_tenants: u32,
+    /// Contacts of each smaller tenant.
+    #[arg(long, default_value_t = 10_000)]
+    small_contacts: u64,
+    /// Accounts of each smaller tenant.
+    #[arg(long, default_value_t = 1_000)]
+    small_accounts: u64,
+    /// Rows per INSERT statement.
+    #[arg(long, default_value_t = 100_000)]
+    chunk: u64,
+}
+
+#[derive(clap::Args, Debug)]
+struct RunArgs {
+    /// Concurrent clients on each path.
+    #[arg(long, default_value_t = 16)]
+    concurrency: usize,
+    /// Rounds; each measures every query on both paths, and who goes first alternates.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Calls per query, path and round.
+    #[arg(long, default_value_t = 2000)]
+    calls: usize,
+    /// Unmeasured calls per query and path before the first round.
+    #[arg(long, default_value_t = 200)]
+    warmup: usize,
+    /// Time limit of each measured phase, in seconds.
+    #[arg(long, default_value_t = 20)]
+    max_secs: u64,
+    /// The row (in created_at desc order) the deep page starts after.
+    #[arg(long, default_value_t = 500_000)]
+    deep_offset: u64,
+    /// A selective `q`: matches a few hundred contacts of the big tenant.
+    #[arg(long, default_value = "sigur")]
+    q: String,
+    /// A less selective `q`, reported separately; empty skips it.
+    #[arg(long, default_value = "mart")]
+    q_broad: String,
+    /// Runtime pool size (CRM_DB_MAX_CONNECTIONS); the services' default when absent.
+    #[arg(long)]
+    pool: Option<u32>,
+    /// Also writes the figures as JSON to this file.
+    #[arg(long)]
+    json: Option<std::path::PathBuf>,
+}
+
+fn env_or(var: &str, default: &str) -> String {
+    std::env::var(var)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned())
+}
+
+/// Superuser and runtime-role URLs of the benchmark database.
+struct Urls {
+    admin: String,
+    runtime: String,
+    redis: String,
+}
+
+impl Urls {
+    fn new(database: &str) -> anyhow::Result<Self> {
+        let base = env_or(
+            "CRM_DATABASE_ADMIN_URL",
+            "postgres://postgres@127.0.0.1:5432/postgres",
+        );
+        let admin = admin::with_database(&base, database)?;
+        let mut runtime = url::Url::parse(&admin).context("admin url")?;
+        runtime
+            .set_username(RUNTIME_ROLE)
+            .map_err(|()| anyhow::anyhow!("cannot set the runtime role in {admin}"))?;
+        runtime
+            .set_password(None)
+            .map_err(|()| anyhow::anyhow!("cannot clear the password in {admin}"))?;
+        Ok(Self {
+            admin,
+            runtime: runtime.to_string(),
+            redis: env_or("REDIS_URL", "redis://127.0.0.1:6379"),
+        })
+    }
+
+    fn vars(&self) -> HashMap<String, String> {
+        HashMap::from([
+            ("DATABASE_URL".to_owned(), self.runtime.clone()),
+            ("CRM_DATABASE_ADMIN_URL".to_owned(), self.admin.clone()),
+            ("REDIS_URL".to_owned(), self.redis.clone()),
+            ("CRM_IDENTITY_GRPC_PORT".to_owned(), "0".to_owned()),
+            ("CRM_IDENTITY_HTTP_PORT".to_owned(), "0".to_owned()),
+            ("CRM_ACCOUNTS_CONTACTS_GRPC_PORT".to_owned(), "0".to_owned()),
+            ("CRM_ACCOUNTS_CONTACTS_HTTP_PORT".to_owned(), "0".to_owned()),
+            ("CRM_GATEWAY_HTTP_PORT".to_owned(), "0".to_owned()),
+            ("CRM_RATE_LIMIT_PER_CLIENT".to_owned(), NO_LIMIT.to_owned()),
+            ("CRM_RATE_LIMIT_PER_TENANT".to_owned(), NO_LIMIT.to_owned()),
+            ("CRM_RATE_LIMIT_ANONYMOUS".to_owned(), NO_LIMIT.to_owned()),
+        ])
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    crm_bench::init_tracing();
+    let cli = Cli::parse();
+    let urls = Urls::new(&cli.database)?;
+    let work = async {
+        match &cli.command {
+            Command::Seed(a) => seed(&urls, a).await,
+            Command::Run(a) => run(&urls, a).await,
+            Command::Drop => {
+                admin::drop_database(&urls.admin).await?;
+                println!("dropped database {}", cli.database);
+                Ok(())
+            }
+        }
+    };
+    tokio::select! {
+        r = work => r,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+    }
+}
+
+fn stmt<I: IntoIterator<Item = Value>>(sql: &str, values: I) -> Statement {
+    Statement::from_sql_and_values(DbBackend::Postgres, sql, values)
+}
+
+async fn admin_conn(urls: &Urls) -> anyhow::Result<DatabaseConnection> {
+    Database::connect(&urls.admin)
+        .await
+        .context("connecting as the superuser: is PostgreSQL running?")
+}
+
+// ---- seed ---------------------------------------------------------------------------------
+
+/// A tenant of the benchmark: its slug, users and the rows it should hold.
+struct TenantPlan {
+    slug: String,
+    name: String,
+    /// Users besides the admin: (local part, name, role).
+    users: Vec<(String, String, &'static str)>,
+    contacts: u64,
+    accounts: u64,
+}
+
+fn admin_email(slug: &str) -> String {
+    format!("admin@{slug}.example")
+}
+
+fn plans(a: &SeedArgs) -> Vec<TenantPlan> {
+    let mut out = vec![TenantPlan {
+        slug: BIG_SLUG.into(),
+        name: "Bench Big Corp".into(),
+        users: std::iter::once(("manager".into(), "Morgan Manager".into(), "sales_manager"))
+            .chain((1..=8).map(|i| (format!("rep{i}"), format!("Sales Rep {i}"), "sales_rep")))
+            .collect(),
+        contacts: a.contacts,
+        accounts: a.accounts,
+    }];
+    for i in 1..=a.small_tenants {
+        out.push(TenantPlan {
+            slug: format!("bench-small-{i:02}"),
+            name: format!("Bench Small {i:02}"),
+            users: (1..=2)
+                .map(|j| (format!("rep{j}"), format!("Sales Rep {j}"), "sales_rep"))
+                .collect(),
+            contacts: a.small_contacts,
+            accounts: a.small_accounts,
+        });
+    }
+    out
+}
+
+async fn seed(urls: &Urls, a: &SeedArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(a.chunk > 0, "--chunk must be at least 1");
+    let started = Instant::now();
+    admin::ensure_database(&urls.admin)
+        .await
+        .context("cannot create the benchmark database: is PostgreSQL running?")?;
+    crm_migrations::migrate_all(&urls.admin, RUNTIME_ROLE)
+        .await
+        .context("migrating the benchmark database")?;
+    let adm = admin_conn(urls).await?;
+    let plans = plans(a);
+
+    // Tenants and users, through identity as a sign-up would make them.
+    let vars = urls.vars();
+    let config = Config::from_map(&vars)?;
+    let db = Db::connect(&urls.runtime, 4)
+        .await
+        .context("connecting as the runtime role")?;
+    db.check_runtime_role().await?;
+    let cache = Cache::connect(&urls.redis)
+        .await
+        .context("connecting to Redis: is it running?")?;
+    let identity = crm_identity::Application::build(
+        &config,
+        crm_identity::Deps {
+            db,
+            cache,
+            bus: None,
+        },
+    )
+    .await
+    .context("building the identity service")?;
+    let mut tenants = Vec::new();
+    for p in &plans {
+        let id = ensure_tenant(identity.identity(), &adm, p).await?;
+        let owners = user_ids(&adm, id).await?;
+        tenants.push((p, id, owners));
+    }
+    drop(identity);
+
+    let mut todo = Vec::new();
+    for (p, id, owners) in &tenants {
+        let (contacts, accounts) = counts(&adm, *id).await?;
+        if contacts == p.contacts && accounts == p.accounts {
+            continue;
+        }
+        if contacts + accounts > 0 {
+            println!(
+                "{}: holds {contacts} contacts and {accounts} accounts, not {} and {}: reloading it",
+                p.slug, p.contacts, p.accounts
+            );
+        }
+        todo.push((*p, *id, owners.clone()));
+    }
+    if todo.is_empty() {
+        println!(
+            "already seeded: {} tenants ({} with {} contacts and {} accounts); nothing to do ({:.1} s)",
+            plans.len(),
+            BIG_SLUG,
+            a.contacts,
+            a.accounts,
+            started.elapsed().as_secs_f64()
+        );
+        return Ok(());
+    }
+
+    // One transaction: an interrupted load leaves the tables as they were. The secondary
+    // indexes are dropped and rebuilt around the load (the same definitions, read back
+    // from the catalog), which is several times faster than maintaining them row by row.
+    let tx = adm.begin().await?;
+    tx.execute_unprepared(
+        "SET LOCAL synchronous_commit = off; SET LOCAL maintenance_work_mem = '1GB'",
+    )
+    .await?;
+    let indexes: Vec<(String, String)> = tx
+        .query_all_raw(stmt(
+            "SELECT i.indexrelid::regclass::text AS name, pg_get_indexdef(i.indexrelid) AS def \
+             FROM pg_index i \
+             WHERE i.indrelid IN ('accounts.accounts'::regclass, 'accounts.contacts'::regclass) \
+               AND NOT i.indisprimary AND NOT i.indisunique",
+            [],
+        ))
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get("", "name")?, r.try_get("", "def")?)))
+        .collect::<Result<_, sea_orm::DbErr>>()?;
+    for (name, _) in &indexes {
+        tx.execute_unprepared(&format!("DROP INDEX {name}")).await?;
+    }
+    let data = SeedData::new();
+    let now = chrono::Utc::now().timestamp() as f64;
+    let start = now - 3.0 * 365.25 * 86_400.0;
+    for (p, id, owners) in &todo {
+        let t = Instant::now();
+        for table in [
+            "accounts.account_contacts",
+            "accounts.contacts",
+            "accounts.accounts",
+        ] {
+            tx.execute_raw(stmt(
+                &format!("DELETE FROM {table} WHERE tenant_id = $1"),
+                [(*id).into()],
+            ))
+            .await?;
+        }
+        let mut lo = 1;
+        while lo <= p.accounts {
+            let hi = (lo + a.chunk - 1).min(p.accounts);
+            tx.execute_unprepared(&data.accounts_sql(*id, owners, lo, hi, p.accounts, start))
+                .await
+                .with_context(|| format!("{}: accounts {lo}..{hi}", p.slug))?;
+            if p.accounts > a.chunk {
+                println!("{}: accounts {hi}/{}", p.slug, p.accounts);
+            }
+            lo = hi + 1;
+        }
+        tx.execute_unprepared(&format!(
+            "DROP TABLE IF EXISTS bench_acc; \
+             CREATE TEMP TABLE bench_acc ON COMMIT DROP AS \
+             SELECT row_number() OVER (ORDER BY created_at, id)::int AS n, id, \
+                    substring(website FROM '^https://www\\.(.*)$') AS dom \
+             FROM accounts.accounts WHERE tenant_id = '{id}'; \
+             ALTER TABLE bench_acc ADD PRIMARY KEY (n); ANALYZE bench_acc"
+        ))
+        .await?;
+        let mut lo = 1;
+        while lo <= p.contacts {
+            let hi = (lo + a.chunk - 1).min(p.contacts);
+            tx.execute_unprepared(
+                &data.contacts_sql(*id, owners, lo, hi, p.contacts, p.accounts, start),
+            )
+            .await
+            .with_context(|| format!("{}: contacts {lo}..{hi}", p.slug))?;
+            if p.contacts > a.chunk {
+                println!(
+                    "{}: contacts {hi}/{} ({:.0} s)",
+                    p.slug,
+                    p.contacts,
+                    t.elapsed().as_secs_f64()
+                );
+            }
+            lo = hi + 1;
+        }
+        println!(
+            "{}: {} contacts, {} accounts, {} users loaded in {:.1} s",
+            p.slug,
+            p.contacts,
+            p.accounts,
+            owners.len(),
+            t.elapsed().as_secs_f64()
+        );
+    }
+    for (name, def) in &indexes {
+        let t = Instant::now();
+        tx.execute_unprepared(def)
+            .await
+            .with_context(|| format!("rebuilding {name}"))?;
+        println!("index {name} rebuilt in {:.1} s", t.elapsed().as_secs_f64());
+    }
+    tx.commit().await?;
+    let t = Instant::now();
+    adm.execute_unprepared("VACUUM (ANALYZE) accounts.accounts, accounts.contacts")
+        .await?;
+    println!("VACUUM (ANALYZE) in {:.1} s", t.elapsed().as_secs_f64());
+    println!(
+        "seeded {} tenants in {:.1} s",
+        todo.len(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Signs the tenant up through identity, with its users; an existing one is looked up.
+async fn ensure_tenant(
+    identity: &crm_identity::Identity,
+    adm: &DatabaseConnection,
+    p: &TenantPlan,
+) -> anyhow::Result<Uuid> {
+    let signed = identity
+        .sign_up(idpb::SignUpRequest {
+            tenant_name: p.name.clone(),
+            tenant_slug: p.slug.clone(),
+            email: admin_email(&p.slug),
+            password: PASSWORD.into(),
+            name: "Bench Admin".into(),
+        })
+        .await;
+    match signed {
+        Ok(s) => {
+            let token = s.tokens.map(|t| t.access_token).unwrap_or_default();
+            let caller = identity
+                .verifier()
+                .verify(&token)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}: sign-up token: {e}", p.slug))?;
+            for (local, name, role) in &p.users {
+                identity
+                    .create_user(
+                        &caller,
+                        idpb::CreateUserRequest {
+                            email: format!("{local}@{}.example", p.slug),
+                            name: name.clone(),
+                            role: (*role).into(),
+                            password: PASSWORD.into(),
+                            ..Default::default()
+                        },
+                    )
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}: user {local}: {e}", p.slug))?;
+            }
+            println!("{}: signed up with {} users", p.slug, p.users.len() + 1);
+            Ok(caller.tenant.uuid())
+        }
+        Err(e) if e.code == crm_kit::ErrorCode::Conflict => tenant_id(adm, &p.slug).await,
+        Err(e) => anyhow::bail!("{}: cannot sign up: {e}", p.slug),
+    }
+}
+
+async fn tenant_id(adm: &DatabaseConnection, slug: &str) -> anyhow::Result<Uuid> {
+    adm.query_one_raw(stmt(
+        "SELECT id FROM identity.tenants WHERE slug = $1",
+        [slug.into()],
+    ))
+    .await?
+    .with_context(|| format!("no tenant {slug}: run `seed` first"))?
+    .try_get("", "id")
+    .map_err(Into::into)
+}
+
+async fn user_ids(adm: &DatabaseConnection, tenant: Uuid) -> anyhow::Result<Vec<Uuid>> {
+    adm.query_all_raw(stmt(
+        "SELECT id FROM identity.users WHERE tenant_id = $1 ORDER BY created_at, id",
+        [tenant.into()],
+    ))
+    .await?
+    .iter()
+    .map(|r| r.try_get("", "id").map_err(Into::into))
+    .collect()
+}
+
+async fn counts(adm: &DatabaseConnection, tenant: Uuid) -> anyhow::Result<(u64, u64)> {
+    let r = adm
+        .query_one_raw(stmt(
+            "SELECT (SELECT count(*) FROM accounts.contacts WHERE tenant_id = $1) AS c, \
+                    (SELECT count(*) FROM accounts.accounts WHERE tenant_id = $1) AS a",
+            [tenant.into()],
+        ))
+        .await?
+        .context("no counts")?;
+    Ok((
+        r.try_get::<i64>("", "c")? as u64,
+        r.try_get::<i64>("", "a")? as u64,
+    ))
+}
+
+/// One group of names: how often it occurs, its calling code, first and last names as
+/// "shown|ascii" (ascii for e-mail addresses; derived when absent).
+struct Culture {
+    weight: u32,
+    calling_code: &'static str,
+    first: &'static str,
+    last: &'static str,
+}
+
+#[rustfmt::skip]
+const CULTURES: &[Culture] = &[
+    Culture { weight: 2830, calling_code: "1",
+        first: "James,Mary,John,Patricia,Robert,Jennifer,Michael,Linda,William,Elizabeth,David,Barbara,Richard,Susan,Joseph,Jessica,Thomas,Sarah,Charles,Karen,Christopher,Nancy,Daniel,Lisa,Matthew,Betty,Anthony,Margaret,Mark,Sandra,Emily,Olivia,Liam,Noah,Emma,Ava,Sophia,Isabella,Ethan,Mason,Harper,Amelia,Oliver,Charlotte,Jack,Grace,Harry,Chloe,George,Lucy",
+        last: "Smith,Johnson,Williams,Brown,Jones,Miller,Davis,Wilson,Anderson,Taylor,Thomas,Moore,Jackson,Martin,Thompson,White,Harris,Clark,Lewis,Robinson,Walker,Young,Allen,King,Wright,Scott,Hill,Green,Adams,Baker,Nelson,Carter,Mitchell,Roberts,Turner,Phillips,Campbell,Parker,Evans,Edwards,Collins,Stewart,Morris,Murphy,Cook,Rogers,Morgan,Cooper,Peterson,Reed,O'Brien,O'Connor,MacDonald,Fitzgerald,Sullivan" },
+    Culture { weight: 800, calling_code: "49",
+        first: "Lukas,Leon,Finn,Jonas,Paul,Felix,Maximilian,Elias,Moritz,Tobias,Jürgen|juergen,Uwe,Dieter,Klaus,Wolfgang,Sabine,Ursula,Katrin,Anna,Lena,Lea,Hannah,Mia,Sophie,Marie,Johanna,Greta,Frieda,Jörg|joerg,Sören|soeren,Anke,Birgit",
+        last: "Müller|mueller,Schmidt,Schneider,Fischer,Weber,Meyer,Wagner,Becker,Schulz,Hoffmann,Schäfer|schaefer,Koch,Bauer,Richter,Klein,Wolf,Schröder|schroeder,Neumann,Schwarz,Zimmermann,Braun,Krüger|krueger,Hofmann,Hartmann,Lange,Schmitt,Werner,Krause,Meier,Lehmann,Köhler|koehler,Großmann|grossmann" },
+    Culture { weight: 600, calling_code: "33",
+        first: "Jean,Pierre,Louis,Hugo,Lucas,Jules,Gabriel,Arthur,Théo|theo,Raphaël|raphael,Camille,Léa|lea,Manon,Chloé|chloe,Inès|ines,Jade,Louise,Zoé|zoe,Élodie|elodie,Amélie|amelie,Océane|oceane,Benoît|benoit,François|francois,Hélène|helene",
+        last: "Martin,Bernard,Dubois,Thomas,Robert,Richard,Petit,Durand,Leroy,Moreau,Simon,Laurent,Lefèvre|lefevre,Michel,Garcia,David,Bertrand,Roux,Vincent,Fournier,Morel,Girard,André|andre,Lefebvre,Mercier,Dupont,Lambert,Bonnet,François|francois,Martinez,Chevalier" },
+    Culture { weight: 1000, calling_code: "34",
+        first: "José|jose,María|maria,Juan,Carmen,Antonio,Lucía|lucia,Manuel,Sofía|sofia,Francisco,Valentina,Javier,Camila,Alejandro,Martina,Diego,Daniela,Carlos,Paula,Miguel,Elena,Sergio,Ximena,Mateo,Renata,Andrés|andres,Begoña|begona,Íñigo|inigo,Nuria,Rocío|rocio,Guillermo",
+        last: "García|garcia,Rodríguez|rodriguez,González|gonzalez,Fernández|fernandez,López|lopez,Martínez|martinez,Sánchez|sanchez,Pérez|perez,Gómez|gomez,Martín|martin,Jiménez|jimenez,Ruiz,Hernández|hernandez,Díaz|diaz,Moreno,Muñoz|munoz,Álvarez|alvarez,Romero,Alonso,Gutiérrez|gutierrez,Navarro,Torres,Domínguez|dominguez,Vázquez|vazquez,Ramos,Castillo,Ortega,Rubio,Morales,Castro,Ibáñez|ibanez,Peña|pena" },
+    Culture { weight: 400, calling_code: "39",
+        first: "Francesco,Alessandro,Lorenzo,Matteo,Leonardo,Andrea,Giuseppe,Marco,Giovanni,Luca,Giulia,Chiara,Francesca,Sara,Martina,Aurora,Alessia,Federica,Niccolò|niccolo,Ilaria",
+        last: "Rossi,Russo,Ferrari,Esposito,Bianchi,Romano,Colombo,Ricci,Marino,Greco,Bruno,Gallo,Conti,De Luca,Mancini,Costa,Giordano,Rizzo,Lombardi,Moretti,Barbieri,Fontana,Santoro,Mariani" },
+    Culture { weight: 500, calling_code: "55",
+        first: "João|joao,Pedro,Gustavo,Rafael,Lucas,Thiago,Bruno,Felipe,Ana,Beatriz,Júlia|julia,Larissa,Fernanda,Gabriela,Letícia|leticia,Mariana,Conceição|conceicao,Sebastião|sebastiao",
+        last: "Silva,Santos,Oliveira,Souza,Rodrigues,Ferreira,Alves,Pereira,Lima,Gomes,Ribeiro,Carvalho,Almeida,Lopes,Soares,Fernandes,Vieira,Barbosa,Rocha,Dias,Nascimento,Araújo|araujo,Magalhães|magalhaes,Gonçalves|goncalves" },
+    Culture { weight: 200, calling_code: "31",
+        first: "Daan,Sem,Bram,Lars,Thijs,Sanne,Fleur,Lotte,Femke,Maaike,Joost,Pieter",
+        last: "de Jong,Jansen,de Vries,van den Berg,van Dijk,Bakker,Janssen,Visser,Smit,Meijer,de Boer,Mulder,de Groot,Bos,Vos,Peters,Hendriks,van Leeuwen" },
+    Culture { weight: 200, calling_code: "46",
+        first: "Erik,Lars,Anders,Johan,Nils,Magnus,Astrid,Ingrid,Sigrid,Freja,Åsa|asa,Björn|bjorn,Sølvi|solvi,Kjersti",
+        last: "Andersson,Johansson,Karlsson,Nilsson,Eriksson,Larsson,Olsen,Hansen,Nielsen,Jensen,Lindqvist,Bergström|bergstrom,Sjöberg|sjoberg,Haugen,Øberg|oberg,Lund" },
+    Culture { weight: 300, calling_code: "48",
+        first: "Jakub,Kacper,Szymon,Wojciech,Piotr,Krzysztof,Zofia,Zuzanna,Maja,Agnieszka,Małgorzata|malgorzata,Łukasz|lukasz,Paweł|pawel,Katarzyna",
+        last: "Nowak,Kowalski,Wiśniewski|wisniewski,Wójcik|wojcik,Kowalczyk,Kamiński|kaminski,Lewandowski,Zieliński|zielinski,Szymański|szymanski,Woźniak|wozniak,Dąbrowski|dabrowski,Kozłowski|kozlowski,Jankowski,Mazur,Krawczyk" },
+    Culture { weight: 400, calling_code: "7",
+        first: "Александр|aleksandr,Дмитрий|dmitry,Максим|maksim,Сергей|sergey,Андрей|andrey,Алексей|aleksey,Иван|ivan,Михаил|mikhail,Анна|anna,Мария|maria,Елена|elena,Ольга|olga,Наталья|natalya,Екатерина|ekaterina,Татьяна|tatyana,Ирина|irina,Светлана|svetlana,Юлия|yulia",
+        last: "Иванов|ivanov,Смирнов|smirnov,Кузнецов|kuznetsov,Попов|popov,Васильев|vasiliev,Петров|petrov,Соколов|sokolov,Михайлов|mikhailov,Новиков|novikov,Фёдоров|fedorov,Морозов|morozov,Волков|volkov,Алексеев|alekseev,Лебедев|lebedev,Семёнов|semenov,Егоров|egorov,Павлов|pavlov,Козлов|kozlov,Степанов|stepanov,Николаев|nikolaev" },
+    Culture { weight: 150, calling_code: "380",
+        first: "Олександр|oleksandr,Андрій|andrii,Богдан|bohdan,Тарас|taras,Оксана|oksana,Ірина|iryna,Наталія|nataliia,Олена|olena,Юрій|yurii,Ганна|hanna",
+        last: "Шевченко|shevchenko,Коваленко|kovalenko,Бондаренко|bondarenko,Ткаченко|tkachenko,Кравченко|kravchenko,Олійник|oliinyk,Шевчук|shevchuk,Поліщук|polishchuk,Мельник|melnyk,Бойко|boiko" },
+    Culture { weight: 100, calling_code: "30",
+        first: "Γιώργος|giorgos,Κωνσταντίνος|konstantinos,Δημήτρης|dimitris,Νίκος|nikos,Μαρία|maria,Ελένη|eleni,Αικατερίνη|aikaterini,Σοφία|sofia",
+        last: "Παπαδόπουλος|papadopoulos,Παππάς|pappas,Οικονόμου|oikonomou,Γεωργίου|georgiou,Βασιλείου|vasileiou,Νικολάου|nikolaou,Καραγιάννης|karagiannis,Μαυρίδης|mavridis" },
+    Culture { weight: 200, calling_code: "90",
+        first: "Mehmet,Mustafa,Ahmet,Ali,Hüseyin|huseyin,Emre,Burak,Elif,Zeynep,Ayşe|ayse,Fatma,Emine,Özlem|ozlem,Çağrı|cagri",
+        last: "Yılmaz|yilmaz,Kaya,Demir,Şahin|sahin,Çelik|celik,Yıldız|yildiz,Yıldırım|yildirim,Öztürk|ozturk,Aydın|aydin,Özdemir|ozdemir,Arslan,Doğan|dogan,Kılıç|kilic,Aslan" },
+    Culture { weight: 200, calling_code: "971",
+        first: "محمد|mohammed,أحمد|ahmed,علي|ali,عمر|omar,خالد|khaled,يوسف|youssef,فاطمة|fatima,مريم|mariam,نور|nour,ليلى|layla,سارة|sara,عائشة|aisha",
+        last: "العلي|alali,الحسن|alhassan,الخطيب|alkhatib,المنصور|almansour,الشمري|alshammari,حداد|haddad,عبدالله|abdullah,الزهراني|alzahrani,القحطاني|alqahtani,السعيد|alsaeed" },
+    Culture { weight: 200, calling_code: "20",
+        first: "Mohamed,Ahmed,Mahmoud,Karim,Tarek,Youssef,Hassan,Amira,Yasmin,Salma,Nadia,Rania",
+        last: "Hassan,Ibrahim,Mahmoud,Mostafa,El-Sayed,Abdel-Rahman,Farouk,Nasser,Khalil,Haddad,Saleh,Mansour" },
+    Culture { weight: 50, calling_code: "972",
+        first: "נועם|noam,אורי|uri,יונתן|yonatan,דוד|david,תמר|tamar,מיכל|michal,נועה|noa,שירה|shira",
+        last: "כהן|cohen,לוי|levi,מזרחי|mizrahi,פרץ|peretz,ביטון|biton,אברהם|avraham,פרידמן|friedman,שפירא|shapira" },
+    Culture { weight: 500, calling_code: "91",
+        first: "Aarav,Vivaan,Aditya,Arjun,Rohan,Rahul,Vikram,Sanjay,Priya,Ananya,Diya,Kavya,Aishwarya,Deepika,Lakshmi,Sneha,Karthik,Venkatesh",
+        last: "Sharma,Verma,Gupta,Patel,Singh,Kumar,Reddy,Iyer,Nair,Menon,Rao,Joshi,Desai,Mehta,Chatterjee,Banerjee,Mukherjee,Pillai,Krishnan,Bhattacharya" },
+    Culture { weight: 50, calling_code: "91",
+        first: "आरव|aarav,अर्जुन|arjun,राहुल|rahul,प्रिया|priya,अनन्या|ananya,दिव्या|divya",
+        last: "शर्मा|sharma,वर्मा|verma,गुप्ता|gupta,सिंह|singh,कुमार|kumar,मिश्रा|mishra" },
+    Culture { weight: 300, calling_code: "86",
+        first: "伟|wei,芳|fang,娜|na,敏|min,静|jing,丽|li,强|qiang,磊|lei,军|jun,洋|yang,勇|yong,艳|yan,杰|jie,娟|juan,涛|tao,明|ming,超|chao,秀英|xiuying,建华|jianhua,志强|zhiqiang",
+        last: "王|wang,李|li,张|zhang,刘|liu,陈|chen,杨|yang,黄|huang,赵|zhao,吴|wu,周|zhou,徐|xu,孙|sun,马|ma,朱|zhu,胡|hu,郭|guo,何|he,林|lin,罗|luo,高|gao" },
+    Culture { weight: 200, calling_code: "86",
+        first: "Wei,Fang,Xiaoming,Jing,Lei,Yan,Hui,Ying,Jun,Hao,Mei,Xin,Yifan,Zihan",
+        last: "Wang,Li,Zhang,Liu,Chen,Yang,Huang,Zhao,Wu,Zhou,Xu,Sun,Ma,Zhu,Lin,Guo" },
+    Culture { weight: 200, calling_code: "81",
+        first: "陽翔|haruto,蓮|ren,大翔|hiroto,悠真|yuma,湊|minato,結菜|yuna,陽葵|himari,凛|rin,さくら|sakura,美咲|misaki,健太|kenta,翔太|shota,由美|yumi,恵子|keiko",
+        last: "佐藤|sato,鈴木|suzuki,高橋|takahashi,田中|tanaka,伊藤|ito,渡辺|watanabe,山本|yamamoto,中村|nakamura,小林|kobayashi,加藤|kato,吉田|yoshida,山田|yamada,佐々木|sasaki,山口|yamaguchi,松本|matsumoto" },
+    Culture { weight: 150, calling_code: "82",
+        first: "민준|minjun,서준|seojun,도윤|doyun,예준|yejun,서연|seoyeon,서윤|seoyun,지우|jiwoo,하은|haeun,지민|jimin,수빈|subin",
+        last: "김|kim,이|lee,박|park,최|choi,정|jung,강|kang,조|cho,윤|yoon,장|jang,임|lim" },
+    Culture { weight: 150, calling_code: "84",
+        first: "Anh,Minh,Huy,Khang,Bảo|bao,Phúc|phuc,Linh,Ngọc|ngoc,Thảo|thao,Trang,Hương|huong,Dũng|dung",
+        last: "Nguyễn|nguyen,Trần|tran,Lê|le,Phạm|pham,Hoàng|hoang,Huỳnh|huynh,Phan,Vũ|vu,Võ|vo,Đặng|dang,Bùi|bui,Đỗ|do" },
+    Culture { weight: 200, calling_code: "234",
+        first: "Chinedu,Emeka,Oluwaseun,Tunde,Ifeanyi,Chiamaka,Ngozi,Adaeze,Folake,Yetunde,Kwame,Kofi,Ama,Abena",
+        last: "Okafor,Okonkwo,Adeyemi,Balogun,Eze,Nwosu,Obi,Adebayo,Ogunleye,Mensah,Asante,Boateng,Owusu,Chukwu" },
+    Culture { weight: 100, calling_code: "254",
+        first: "Wanjiru,Achieng,Otieno,Kamau,Njeri,Baraka,Amani,Zawadi,Juma,Neema",
+        last: "Mwangi,Kamau,Otieno,Odhiambo,Wanjiku,Kiprop,Chebet,Mutua,Njoroge,Kipchoge" },
+    Culture { weight: 20, calling_code: "354",
+        first: "Guðrún|gudrun,Sigríður|sigridur,Jón|jon,Ólafur|olafur,Einar,Katrín|katrin",
+        last: "Jónsdóttir|jonsdottir,Sigurðsson|sigurdsson,Guðmundsdóttir|gudmundsdottir,Þórsson|thorsson,Magnúsdóttir|magnusdottir,Kristjánsson|kristjansson" },
+];
+
+const TITLES: &str = "CEO,CTO,CFO,COO,Founder,Co-Founder,Managing Director,Vice President of Sales,VP Engineering,Head of Marketing,Head of Procurement,Sales Manager,Account Executive,Account Manager,Business Development Manager,Marketing Manager,Product Manager,Project Manager,Operations Manager,Office Manager,Purchasing Manager,Software Engineer,Senior Software Engineer,Data Analyst,IT Director,HR Manager,Recruiter,Financial Controller,Accountant,Legal Counsel,Customer Success Manager,Support Lead,Consultant,Partner,Assistant,Geschäftsführer,Directeur commercial,Responsable achats,Director de ventas,営業部長,Технический директор";
+const FREE_MAIL: &str = "gmail.com,outlook.com,yahoo.com,hotmail.com,icloud.com,proton.me,gmx.de,web.de,mail.ru,yandex.ru,qq.com,163.com,naver.com,orange.fr,libero.it";
+const STEMS: &str = "Northwind,Blue Harbor,Aurora,Summit,Evergreen,Silverline,Redwood,Brightpath,Ironbridge,Cedar,Falcon,Horizon,Keystone,Lighthouse,Meridian,Nimbus,Orion,Pinnacle,Quantum,Riverstone,Sterling,Trident,Unity,Vanguard,Willow,Zenith,Nordwind,Alpenblick,Rheinland,Sonnenberg,Lumière|lumiere,Soleil,Étoile|etoile,Sol y Mar,Andina,Pampa,Tierra,Ipanema,Amazonia,Tulipa,Vasa,Fjord,Baltic,Wisła|wisla,Волга|volga,Сибирь|sibir,Δέλτα|delta,Anadolu,النخيل|alnakheel,Nile,Ganga,Lotus,长城|changcheng,华夏|huaxia,富士|fuji,桜|sakura,한강|hangang,Mekong,Kilimanjaro,Sahara";
+const SECTORS: &str = "Logistics,Systems,Foods,Energy,Consulting,Capital,Health,Software,Motors,Textiles,Pharma,Labs,Media,Retail,Holdings,Partners,Analytics,Robotics,Construction,Travel";
+const SUFFIXES: &str =
+    "Inc.,Ltd,GmbH,S.A.,SARL,S.p.A.,B.V.,AB,LLC,Pty Ltd,K.K.,Co. Ltd,AG,Oy,Sp. z o.o.,A.Ş.,Ltda.";
+const TLDS: &str = ".com,.com,.com,.io,.de,.co.uk,.fr,.es,.it,.com.br,.nl,.se,.pl,.co.jp,.in,.cn";
+const INDUSTRIES: &str = "Software,Manufacturing,Retail,Healthcare,Financial Services,Insurance,Logistics,Energy,Telecommunications,Education,Hospitality,Construction,Real Estate,Media,Automotive,Pharmaceuticals,Agriculture,Consulting,Government,Non-profit";
+
+/// A SQL uuid[] of the users, in parentheses so it can be subscripted.
+fn owners_array(owners: &[Uuid]) -> String {
+    let items: Vec<String> = owners.iter().map(|u| format!("'{u}'")).collect();
+    format!("(ARRAY[{}]::uuid[])", items.join(","))
+}
+
+/// A SQL string literal.
+fn lit(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
+/// A SQL text[] of the comma-separated entries, each "shown|ascii" with ascii derived when
+/// absent (lower case, letters and digits only).
+fn names_array(entries: &[&str]) -> String {
+    let items: Vec<String> = entries
+        .iter()
+        .map(|e| {
+            let (shown, ascii) = match e.split_once('|') {
+                Some((s, a)) => (s.to_owned(), a.to_owned()),
+                None => (
+                    (*e).to_owned(),
+                    e.chars()
+                        .filter(char::is_ascii_alphanumeric)
+                        .collect::<String>()
+                        .to_lowercase(),
+                ),
+            };
+            lit(&format!("{shown}|{ascii}"))
+        })
+        .collect();
+    format!("ARRAY[{}]::text[]", items.join(","))
+}
+
+fn list(csv: &str) -> Vec<&str> {
+    csv.split(',').collect()
+}
+
+fn int_array(v: &[usize]) -> String {
+    format!(
+        "ARRAY[{}]::int[]",
+        v.iter().map(usize::to_string).collect::<Vec<_>>().join(",")
+    )
+}
+
+/// The SQL constants the loading statements pick from.
+struct SeedData {
+    /// `WITH d AS (...)`: the arrays, as one row.
+    contacts_cte: String,
+    accounts_cte: String,
+}
+
+/// A version 7 UUID (as the service makes) from the timestamp `c` and random bits.
+const V7: &str = "(lpad(to_hex(floor(extract(epoch FROM c) * 1000)::bigint), 12, '0') || '7' \
+    || substr(h, 1, 3) || substr('89ab', 1 + floor(random() * 4)::int, 1) || substr(h, 4, 15))::uuid";
+
+impl SeedData {
+    fn new() -> Self {
+        let (mut first, mut last) = (Vec::new(), Vec::new());
+        let (mut fo, mut fl, mut lo, mut ll) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let total: u32 = CULTURES.iter().map(|c| c.weight).sum();
+        let (mut bounds, mut acc) = (Vec::new(), 0u32);
+        let mut codes = Vec::new();
+        for c in CULTURES {
+            bounds.push(format!("{:.6}", f64::from(acc) / f64::from(total)));
+            acc += c.weight;
+            fo.push(first.len() + 1);
+            let f = list(c.first);
+            fl.push(f.len());
+            first.extend(f);
+            lo.push(last.len() + 1);
+            let l = list(c.last);
+            ll.push(l.len());
+            last.extend(l);
+            codes.push(lit(c.calling_code));
+        }
+        let texts = |csv: &str| {
+            format!(
+                "ARRAY[{}]::text[]",
+                list(csv).into_iter().map(lit).collect::<Vec<_>>().join(",")
+            )
+        };
+        let contacts_cte = format!(
+            "d AS (SELECT {fnames} AS fn, {fo} AS fo, {fl} AS fl, {lnames} AS ln, {lo} AS lo, \
+             {ll} AS ll, ARRAY[{bounds}]::float8[] AS cw, ARRAY[{codes}]::text[] AS cc, \
+             {titles} AS titles, {free} AS free)",
+            fnames = names_array(&first),
+            fo = int_array(&fo),
+            fl = int_array(&fl),
+            lnames = names_array(&last),
+            lo = int_array(&lo),
+            ll = int_array(&ll),
+            bounds = bounds.join(","),
+            codes = codes.join(","),
+            titles = texts(TITLES),
+            free = texts(FREE_MAIL),
+        );
+        let accounts_cte = format!(
+            "d AS (SELECT {stems} AS stems, {sectors} AS sectors, {suffixes} AS suffixes, \
+             {tlds} AS tlds, {industries} AS industries)",
+            stems = names_array(&list(STEMS)),
+            sectors = texts(SECTORS),
+            suffixes = texts(SUFFIXES),
+            tlds = texts(TLDS),
+            industries = texts(INDUSTRIES),
+        );
+        Self {
+            contacts_cte,
+            accounts_cte,
+        }
+    }
+
+    /// Accounts `lo..=hi` of `total`, created evenly over the three years from `start`
+    /// (Unix seconds), each at its own time.
+    fn accounts_sql(
+        &self,
+        tenant: Uuid,
+        owners: &[Uuid],
+        lo: u64,
+        hi: u64,
+        total: u64,
+        start: f64,
+    ) -> String {
+        let step = 3.0 * 365.25 * 86_400.0 / total as f64;
+        format!(
+            "WITH {cte}, \
+             s AS (SELECT n, to_timestamp({start} + (n - 1) * {step} + random() * {step} * 0.9) AS c, \
+                     md5(random()::text) AS h, random() AS ru, random() AS ru2, random() AS rs, \
+                     random() AS rk, random() AS rx, random() AS rw, random() AS rt, random() AS ri, \
+                     random() AS ri2, random() AS ro \
+                   FROM generate_series({lo}, {hi}) AS n), \
+             x AS (SELECT s.*, d.stems[1 + floor(rs * array_length(d.stems, 1))::int] AS stem, \
+                     d.sectors[1 + floor(rk * array_length(d.sectors, 1))::int] AS sector, \
+                     {owners}[1 + floor(ro * {n_owners})::int] AS owner \
+                   FROM s CROSS JOIN d) \
+             INSERT INTO accounts.accounts (tenant_id, id, name, website, industry, owner_user_id, \
+                 custom, version, created_at, updated_at, created_by, updated_by) \
+             SELECT '{tenant}'::uuid, {V7}, \
+                 split_part(stem, '|', 1) || ' ' || sector || ' ' \
+                   || d.suffixes[1 + floor(rx * array_length(d.suffixes, 1))::int], \
+                 CASE WHEN rw < 0.85 THEN 'https://www.' || split_part(stem, '|', 2) || '-' \
+                   || lower(sector) || '-' || n || d.tlds[1 + floor(rt * array_length(d.tlds, 1))::int] END, \
+                 CASE WHEN ri < 0.9 THEN d.industries[1 + floor(ri2 * array_length(d.industries, 1))::int] END, \
+                 owner, '{{}}'::jsonb, 1, c, \
+                 CASE WHEN ru < 0.5 THEN c ELSE c + (now() - c) * ru2 END, owner, owner \
+             FROM x CROSS JOIN d",
+            cte = self.accounts_cte,
+            n_owners = owners.len(),
+            owners = owners_array(owners),
+        )
+    }
+
+    /// Contacts `lo..=hi` of `total`; about 80% have a random account of the tenant
+    /// (`bench_acc` numbers them 1..=`accounts`), most have an e-mail address derived from
+    /// their name, at the account's domain or a mail provider.
+    #[allow(clippy::too_many_arguments)]
+    fn contacts_sql(
+        &self,
+        tenant: Uuid,
+        owners: &[Uuid],
+        lo: u64,
+        hi: u64,
+        total: u64,
+        accounts: u64,
+        start: f64,
+    ) -> String {
+        let step = 3.0 * 365.25 * 86_400.0 / total as f64;
+        format!(
+            "WITH {cte}, \
+             s AS (SELECT n, to_timestamp({start} + (n - 1) * {step} + random() * {step} * 0.9) AS c, \
+                     md5(random()::text) AS h, width_bucket(random(), d.cw) AS k, random() AS rf, \
+                     random() AS rl, random() AS ra, random() AS ra2, random() AS ru, random() AS ru2, \
+                     random() AS rm, random() AS rfmt, random() AS rd, random() AS rd2, random() AS rp, \
+                     random() AS rp2, random() AS rp3, random() AS rt, random() AS rt2, random() AS ro \
+                   FROM generate_series({lo}, {hi}) AS n CROSS JOIN d), \
+             x AS (SELECT s.*, d.fn[d.fo[k] + floor(rf * d.fl[k])::int] AS f, \
+                     d.ln[d.lo[k] + floor(rl * d.ll[k])::int] AS l, \
+                     CASE WHEN ra < 0.8 AND {accounts} > 0 THEN 1 + floor(ra2 * {accounts})::int END AS an, \
+                     CASE WHEN rp < 0.88 THEN '+' || d.cc[k] || ' ' || lpad(floor(rp2 * 1000)::int::text, 3, '0') \
+                       || ' ' || lpad(floor(rp3 * 10000000)::int::text, 7, '0') END AS phone, \
+                     {owners}[1 + floor(ro * {n_owners})::int] AS owner \
+                   FROM s CROSS JOIN d) \
+             INSERT INTO accounts.contacts (tenant_id, id, first_name, last_name, email, phone, \
+                 phone_e164, title, account_id, owner_user_id, custom, version, created_at, \
+                 updated_at, created_by, updated_by) \
+             SELECT '{tenant}'::uuid, {V7}, split_part(f, '|', 1), split_part(l, '|', 1), \
+                 CASE WHEN rm < 0.95 THEN \
+                   CASE WHEN rfmt < 0.6 THEN split_part(f, '|', 2) || '.' || split_part(l, '|', 2) \
+                        ELSE left(split_part(f, '|', 2), 1) || split_part(l, '|', 2) END \
+                   || x.n || '@' || CASE WHEN a.dom IS NOT NULL AND rd < 0.7 THEN a.dom \
+                        ELSE d.free[1 + floor(rd2 * array_length(d.free, 1))::int] END END, \
+                 phone, '+' || regexp_replace(phone, '[^0-9]', '', 'g'), \
+                 CASE WHEN rt < 0.85 THEN d.titles[1 + floor(rt2 * array_length(d.titles, 1))::int] END, \
+                 a.id, owner, '{{}}'::jsonb, 1, c, \
+                 CASE WHEN ru < 0.6 THEN c ELSE c + (now() - c) * ru2 END, owner, owner \
+             FROM x CROSS JOIN d LEFT JOIN bench_acc a ON a.n = x.an",
+            cte = self.contacts_cte,
+            n_owners = owners.len(),
+            owners = owners_array(owners),
+        )
+    }
+}
+
+// ---- run ----------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Path {
+    Direct,
+    Gateway,
+    /// The service's gRPC method, called the way the gateway calls it: where the time goes.
+    Grpc,
+}
+
+impl Path {
+    fn label(self) -> &'static str {
+        match self {
+            Path::Direct => "baseline: direct SQL",
+            Path::Gateway => "gateway",
+            Path::Grpc => "diagnostic: gRPC to the service",
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Path::Direct => "direct",
+            Path::Gateway => "gateway",
+            Path::Grpc => "grpc",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Page1,
+    Deep,
+    Get,
+    Q,
+    QBroad,
+}
+
+impl Kind {
+    fn label(self, plan: &Plan) -> String {
+        match self {
+            Kind::Page1 => "list page 1".into(),
+            Kind::Deep => format!("list page after row {}", plan.deep_offset),
+            Kind::Get => "get by id".into(),
+            Kind::Q => format!("`q={}` ({} matches)", plan.q, plan.q_matches),
+            Kind::QBroad => format!("`q={}` ({} matches)", plan.q_broad, plan.q_broad_matches),
+        }
+    }
+
+    /// The paths measured: the `q` phases are SQL-bound, so they skip the diagnostic.
+    fn paths(self) -> &'static [Path] {
+        match self {
+            Kind::Q | Kind::QBroad => &[Path::Direct, Path::Gateway],
+            _ => &[Path::Direct, Path::Gateway, Path::Grpc],
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Kind::Page1 => "page1",
+            Kind::Deep => "deep",
+            Kind::Get => "get",
+            Kind::Q => "q",
+            Kind::QBroad => "q_broad",
+        }
+    }
+}
+
+/// What every call needs: the tenant, the deep cursor, ids and terms, the URLs.
+struct Plan {
+    tenant: TenantId,
+    deep_offset: u64,
+    deep_after: (String, Uuid),
+    deep_token: String,
+    q: String,
+    q_matches: i64,
+    q_broad: String,
+    q_broad_matches: i64,
+    ids: Vec<Uuid>,
+    url_page1: String,
+    url_deep: String,
+    url_q: String,
+    url_q_broad: String,
+    url_gets: Vec<String>,
+}
+
+fn never_hidden(_: &str) -> bool {
+    false
+}
+
+/// The page the service would read, run directly: same query builder, same statement,
+/// same pool, in a tenant transaction. Returns the ids of the rows.
+async fn direct_list(
+    db: &Db,
+    tenant: TenantId,
+    query: &str,
+    after: Option<(Option<String>, Uuid)>,
+) -> anyhow::Result<Vec<Uuid>> {
+    let schema = Schema {
+        fields: CONTACT.filters,
+        custom: &[],
+        hidden: &never_hidden,
+    };
+    let q = list_query(
+        &CONTACT,
+        &schema,
+        &Reach::All,
+        ListArgs {
+            page_size: PAGE as i32,
+            page_token: "",
+            filter: "",
+            order_by: ORDER_BY,
+            query,
+        },
+        tenant,
+        after,
+        PAGE + 1,
+    )
+    .map_err(|e| anyhow::anyhow!("list_query: {e}"))?;
+    let tx = db.tenant_tx(tenant).await?;
+    let rows = tx
+        .conn()
+        .query_all_raw(store::list_statement(&CONTACT, tenant.uuid(), &q))
+        .await?;
+    tx.commit().await?;
+    rows.iter()
+        .map(|r| r.try_get::<Uuid>("", "id").map_err(Into::into))
+        .collect()
+}
+
+async fn direct_get(db: &Db, tenant: TenantId, id: Uuid) -> anyhow::Result<()> {
+    let tx = db.tenant_tx(tenant).await?;
+    let r = store::fetch(&tx, &CONTACT, id, false, false).await?;
+    tx.commit().await?;
+    anyhow::ensure!(r.is_some(), "contact {id} not found");
+    Ok(())
+}
+
+/// A GET through the gateway; the body when it answered 200.
+async fn gateway_get(http: &reqwest::Client, url: &str, auth: &str) -> anyhow::Result<Json> {
+    let res = http
+        .get(url)
+        .header("authorization", auth)
+        .send()
+        .await
+        .with_context(|| format!("GET {url}"))?;
+    let status = res.status();
+    let body = res.bytes().await.context("reading the body")?;
+    anyhow::ensure!(
+        status == reqwest::StatusCode::OK,
+        "GET {url} answered {status}: {}",
+        String::from_utf8_lossy(&body)
+    );
+    serde_json::from_slice(&body).context("the body is not JSON")
+}
+
+fn item_ids(body: &Json) -> anyhow::Result<Vec<Uuid>> {
+    body["items"]
+        .as_array()
+        .context("no items in the page")?
+        .iter()
+        .map(|i| {
+            i["id"]
+                .as_str()
+                .and_then(|s| Uuid::parse_str(s).ok())
+                .context("an item without an id")
+        })
+        .collect()
+}
+
+/// One call of `kind` on `path`; `i` picks the id of a get.
+async fn call(
+    path: Path,
+    kind: Kind,
+    i: usize,
+    ctx: &RunCtx,
+    http: &reqwest::Client,
+    auth: &str,
+    bearer: &MetadataValue<Ascii>,
+) -> anyhow::Result<()> {
+    let (plan, db) = (&ctx.plan, &ctx.db);
+    match path {
+        Path::Grpc => {
+            let mut client = ctx.grpc.clone();
+            if kind == Kind::Get {
+                let mut req = tonic::Request::new(acpb::GetContactRequest {
+                    id: plan.ids[i % plan.ids.len()].to_string(),
+                });
+                req.metadata_mut().insert("authorization", bearer.clone());
+                let r = client.get_contact(req).await.context("GetContact")?;
+                anyhow::ensure!(r.get_ref().contact.is_some(), "GetContact returned nothing");
+            } else {
+                let (page_token, query) = match kind {
+                    Kind::Deep => (plan.deep_token.clone(), ""),
+                    Kind::Q => (String::new(), plan.q.as_str()),
+                    Kind::QBroad => (String::new(), plan.q_broad.as_str()),
+                    _ => (String::new(), ""),
+                };
+                let mut req = tonic::Request::new(acpb::ListContactsRequest {
+                    page_size: PAGE as i32,
+                    page_token,
+                    filter: String::new(),
+                    order_by: ORDER_BY.into(),
+                    query: query.into(),
+                });
+                req.metadata_mut().insert("authorization", bearer.clone());
+                let r = client.list_contacts(req).await.context("ListContacts")?;
+                anyhow::ensure!(!r.get_ref().contacts.is_empty(), "an empty page");
+            }
+        }
+        Path::Direct => {
+            let (query, after) = match kind {
+                Kind::Page1 => ("", None),
+                Kind::Deep => (
+                    "",
+                    Some((Some(plan.deep_after.0.clone()), plan.deep_after.1)),
+                ),
+                Kind::Q => (plan.q.as_str(), None),
+                Kind::QBroad => (plan.q_broad.as_str(), None),
+                Kind::Get => {
+                    return direct_get(db, plan.tenant, plan.ids[i % plan.ids.len()]).await;
+                }
+            };
+            let rows = direct_list(db, plan.tenant, query, after).await?;
+            anyhow::ensure!(!rows.is_empty(), "an empty page");
+        }
+        Path::Gateway => {
+            let url = match kind {
+                Kind::Page1 => &plan.url_page1,
+                Kind::Deep => &plan.url_deep,
+                Kind::Q => &plan.url_q,
+                Kind::QBroad => &plan.url_q_broad,
+                Kind::Get => &plan.url_gets[i % plan.url_gets.len()],
+            };
+            let res = http
+                .get(url)
+                .header("authorization", auth)
+                .send()
+                .await
+                .with_context(|| format!("GET {url}"))?;
+            let status = res.status();
+            let body = res.bytes().await.context("reading the body")?;
+            anyhow::ensure!(
+                status == reqwest::StatusCode::OK && body.len() > 2,
+                "GET {url} answered {status}: {}",
+                String::from_utf8_lossy(&body)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Runs `concurrency` clients until `calls` calls are done or `limit` has passed.
+async fn drive(
+    path: Path,
+    kind: Kind,
+    calls: usize,
+    limit: Duration,
+    ctx: &Arc<RunCtx>,
+) -> anyhow::Result<Samples> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let deadline = start + limit;
+    let mut tasks = JoinSet::new();
+    for client in ctx.clients.clone() {
+        let next = next.clone();
+        let ctx = ctx.clone();
+        tasks.spawn(async move {
+            let auth = ctx.auth.lock().map(|a| a.clone()).unwrap_or_default();
+            let bearer: MetadataValue<Ascii> =
+                auth.parse().context("the token is not a header value")?;
+            let mut s = Samples::default();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= calls || Instant::now() >= deadline {
+                    return Ok::<_, anyhow::Error>(s);
+                }
+                let t = Instant::now();
+                call(path, kind, i, &ctx, &client, &auth, &bearer).await?;
+                s.record(t.elapsed(), 1);
+            }
+        });
+    }
+    let mut all = Samples::default();
+    while let Some(joined) = tasks.join_next().await {
+        all.merge(joined.context("worker panicked")??);
+    }
+    all.add_wall(start.elapsed());
+    Ok(all)
+}
+
+/// Shared by the clients of a phase.
+struct RunCtx {
+    plan: Plan,
+    db: Db,
+    /// One keep-alive HTTP/1.1 connection per client.
+    clients: Vec<reqwest::Client>,
+    /// One HTTP/2 connection, as the gateway has.
+    grpc: AccountsServiceClient<Channel>,
+    auth: std::sync::Mutex<Arc<str>>,
+}
+
+async fn run(urls: &Urls, args: &RunArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.concurrency > 0, "--concurrency must be at least 1");
+    anyhow::ensure!(args.rounds > 0, "--rounds must be at least 1");
+    anyhow::ensure!(!args.q.trim().is_empty(), "--q must not be empty");
+    let adm = admin_conn(urls).await.context("run `seed` first")?;
+    let tenant = TenantId::from(tenant_id(&adm, BIG_SLUG).await?);
+    let admin_user: Uuid = adm
+        .query_one_raw(stmt(
+            "SELECT id FROM identity.users WHERE tenant_id = $1 AND email = $2",
+            [tenant.uuid().into(), admin_email(BIG_SLUG).into()],
+        ))
+        .await?
+        .context("the big tenant has no admin: run `seed` again")?
+        .try_get("", "id")?;
+    let (contacts, accounts) = counts(&adm, tenant.uuid()).await?;
+    anyhow::ensure!(
+        contacts > args.deep_offset + PAGE,
+        "{BIG_SLUG} holds {contacts} contacts, too few for a page after row {}",
+        args.deep_offset
+    );
+    adm.close().await?;
+
+    let mut vars = urls.vars();
+    if let Some(n) = args.pool {
+        vars.insert("CRM_DB_MAX_CONNECTIONS".into(), n.to_string());
+    }
+    let config = Config::from_map(&vars)?;
+    let db = Db::connect(&urls.runtime, config.db_max_connections)
+        .await
+        .context("connecting as the runtime role")?;
+    db.check_runtime_role().await?;
+    let cache = Cache::connect(&urls.redis)
+        .await
+        .context("connecting to Redis: is it running?")?;
+    let cancel = CancellationToken::new();
+    let mut servers = JoinSet::new();
+    let started = unix_secs();
+
+    let outcome = async {
+        let identity = crm_identity::Application::build(
+            &config,
+            crm_identity::Deps {
+                db: db.clone(),
+                cache: cache.clone(),
+                bus: None,
+            },
+        )
+        .await
+        .context("building the identity service")?;
+        let identity_url = format!("http://{}", identity.grpc_addr()?);
+        servers.spawn(identity.run_until_stopped(cancel.clone()));
+        vars.insert("CRM_IDENTITY_URL".into(), identity_url);
+        let config = Config::from_map(&vars)?;
+        let accounts_app = crm_accounts_contacts::Application::build(
+            &config,
+            crm_accounts_contacts::Deps {
+                db: db.clone(),
+                bus: None,
+            },
+        )
+        .await
+        .context("building the accounts-contacts service")?;
+        let accounts_url = format!("http://{}", accounts_app.grpc_addr()?);
+        let grpc = AccountsServiceClient::new(
+            Endpoint::from_shared(accounts_url.clone())?
+                .connect_timeout(Duration::from_secs(3))
+                .timeout(Duration::from_secs(30))
+                .tcp_nodelay(true)
+                .connect_lazy(),
+        );
+        servers.spawn(accounts_app.run_until_stopped(cancel.clone()));
+        vars.insert("CRM_ACCOUNTS_CONTACTS_URL".into(), accounts_url.clone());
+        let mut settings = crm_gateway::GatewaySettings::from_map(&vars, &config.identity_url)?;
+        if let Some(cell) = settings.cells.get_mut("default") {
+            cell.accounts = accounts_url;
+        }
+        let gateway = crm_gateway::Application::build(&config, settings, cache.clone())
+            .await
+            .context("building the gateway")?;
+        let base = format!("http://{}/api/v1", gateway.addr()?);
+        servers.spawn(gateway.run_until_stopped(cancel.clone()));
+
+        let pages = PageTokens::derive(config.key_encryption_key.expose_secret());
+        let plan = prepare(args, &db, tenant, &pages, &base).await?;
+        let mut clients = Vec::with_capacity(args.concurrency);
+        for _ in 0..args.concurrency {
+            clients.push(
+                reqwest::Client::builder()
+                    .http1_only()
+                    .pool_max_idle_per_host(1)
+                    .tcp_nodelay(true)
+                    .timeout(Duration::from_secs(30))
+                    .build()
+                    .context("building an HTTP client")?,
+            );
+        }
+        let auth = login(&clients[0], &base).await?;
+        let ctx = Arc::new(RunCtx {
+            plan,
+            db: db.clone(),
+            clients,
+            grpc,
+            auth: std::sync::Mutex::new(auth),
+        });
+        check(&ctx, &base).await?;
+        measure(
+            args,
+            &ctx,
+            &base,
+            contacts,
+            accounts,
+            config.db_max_connections,
+        )
+        .await
+    }
+    .await;
+
+    forget_tenant(&cache, tenant, admin_user, started).await;
+    cancel.cancel();
+    let stop = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(joined) = servers.join_next().await {
+            match joined {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => eprintln!("warning: a service stopped with an error: {e:#}"),
+                Err(e) => eprintln!("warning: a service task failed: {e}"),
+            }
+        }
+    })
+    .await;
+    if stop.is_err() {
+        eprintln!("warning: the services did not stop within 10 s");
+        servers.abort_all();
+    }
+    outcome
+}
+
+fn unix_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Logs the big tenant's admin in over REST; the bearer header value.
+async fn login(http: &reqwest::Client, base: &str) -> anyhow::Result<Arc<str>> {
+    let res = http
+        .post(format!("{base}/auth/login"))
+        .json(&json!({
+            "tenantSlug": BIG_SLUG,
+            "email": admin_email(BIG_SLUG),
+            "password": PASSWORD,
+        }))
+        .send()
+        .await
+        .context("POST /auth/login")?;
+    let status = res.status();
+    let body: Json = res.json().await.context("login body")?;
+    anyhow::ensure!(status == 200, "login answered {status}: {body}");
+    let token = body["accessToken"]
+        .as_str()
+        .context("login returned no accessToken")?;
+    Ok(format!("Bearer {token}").into())
+}
+
+/// The deep cursor, the ids to get, the terms' match counts and the URLs.
+async fn prepare(
+    args: &RunArgs,
+    db: &Db,
+    tenant: TenantId,
+    pages: &PageTokens,
+    base: &str,
+) -> anyhow::Result<Plan> {
+    // Setup only: the row the deep page starts after, its sort key as the service selects
+    // it ((t.created_at)::text, in this pool's session time zone).
+    let tx = db.tenant_tx(tenant).await?;
+    let row = tx
+        .conn()
+        .query_one_raw(stmt(
+            "SELECT (created_at)::text AS k, id FROM accounts.contacts \
+             WHERE tenant_id = $1 AND deleted_at IS NULL \
+             ORDER BY created_at DESC, id DESC OFFSET $2 LIMIT 1",
+            [tenant.uuid().into(), (args.deep_offset as i64).into()],
+        ))
+        .await?
+        .context("no row at the deep offset")?;
+    let deep_after: (String, Uuid) = (row.try_get("", "k")?, row.try_get("", "id")?);
+    // The same 10,000 ids every run, spread over the whole table, in no useful order.
+    let ids: Vec<Uuid> = tx
+        .conn()
+        .query_all_raw(stmt(
+            "SELECT id FROM accounts.contacts WHERE tenant_id = $1 AND deleted_at IS NULL \
+             ORDER BY md5(id::text) LIMIT 10000",
+            [tenant.uuid().into()],
+        ))
+        .await?
+        .iter()
+        .map(|r| r.try_get("", "id"))
+        .collect::<Result<_, _>>()?;
+    anyhow::ensure!(!ids.is_empty(), "no contacts to get");
+    let mut matches = Vec::new();
+    for term in [&args.q, &args.q_broad] {
+        let n: i64 = if term.trim().is_empty() {
+            0
+        } else {
+            tx.conn()
+                .query_one_raw(stmt(
+                    "SELECT count(*) AS n FROM accounts.contacts \
+                     WHERE tenant_id = $1 AND deleted_at IS NULL AND search ILIKE $2",
+                    [tenant.uuid().into(), format!("%{}%", term.trim()).into()],
+                ))
+                .await?
+                .context("no count")?
+                .try_get("", "n")?
+        };
+        matches.push(n);
+    }
+    tx.commit().await?;
+
+    let fingerprint = list_fingerprint("contact", "", ORDER_BY, "");
+    let token = list_page_token(
+        pages,
+        tenant,
+        &fingerprint,
+        Some(deep_after.0.clone()),
+        deep_after.1,
+    )
+    .map_err(|e| anyhow::anyhow!("page token: {e}"))?;
+    let enc = |s: &str| -> String { url::form_urlencoded::byte_serialize(s.as_bytes()).collect() };
+    Ok(Plan {
+        tenant,
+        deep_offset: args.deep_offset,
+        url_page1: format!("{base}/contacts?{LIST_QUERY}"),
+        url_deep: format!("{base}/contacts?{LIST_QUERY}&cursor={}", enc(&token)),
+        url_q: format!("{base}/contacts?q={}&{LIST_QUERY}", enc(args.q.trim())),
+        url_q_broad: format!(
+            "{base}/contacts?q={}&{LIST_QUERY}",
+            enc(args.q_broad.trim())
+        ),
+        url_gets: ids
+            .iter()
+            .map(|id| format!("{base}/contacts/{id}"))
+            .collect(),
+        deep_after,
+        deep_token: token,
+        q: args.q.trim().to_owned(),
+        q_matches: matches[0],
+        q_broad: args.q_broad.trim().to_owned(),
+        q_broad_matches: matches[1],
+        ids,
+    })
+}
+
+/// Fails loudly unless both paths answer, non-empty, and the gateway's pages are the rows
+/// the direct SQL reads.
+async fn check(ctx: &RunCtx, base: &str) -> anyhow::Result<()> {
+    let plan = &ctx.plan;
+    let http = &ctx.clients[0];
+    let auth = ctx.auth.lock().map(|a| a.clone()).unwrap_or_default();
+    let lists = [
+        (Kind::Page1, plan.url_page1.clone(), "", None),
+        (
+            Kind::Deep,
+            plan.url_deep.clone(),
+            "",
+            Some((Some(plan.deep_after.0.clone()), plan.deep_after.1)),
+        ),
+        (Kind::Q, plan.url_q.clone(), plan.q.as_str(), None),
+        (
+            Kind::QBroad,
+            plan.url_q_broad.clone(),
+            plan.q_broad.as_str(),
+            None,
+        ),
+    ];
+    for (kind, url, query, after) in lists {
+        if kind == Kind::QBroad && query.is_empty() {
+            continue;
+        }
+        let gw = item_ids(&gateway_get(http, &url, &auth).await?)?;
+        let direct = direct_list(&ctx.db, plan.tenant, query, after).await?;
+        anyhow::ensure!(
+            !gw.is_empty() && !direct.is_empty(),
+            "{}: an empty page (gateway {}, direct {})",
+            kind.label(plan),
+            gw.len(),
+            direct.len()
+        );
+        let n = gw.len().min(PAGE as usize);
+        anyhow::ensure!(
+            gw[..n] == direct[..n.min(direct.len())],
+            "{}: the gateway's page differs from the direct SQL's",
+            kind.label(plan)
+        );
+    }
+    let id = plan.ids[0];
+    let body = gateway_get(http, &format!("{base}/contacts/{id}"), &auth).await?;
+    anyhow::ensure!(
+        body["id"].as_str() == Some(id.to_string().as_str()),
+        "GET /contacts/{id} returned {body}"
+    );
+    direct_get(&ctx.db, plan.tenant, id).await?;
+    Ok(())
+}
+
+/// Figures of one query on one path.
+fn figures(s: &Summary) -> Json {
+    json!({
+        "calls": s.samples,
+        "per_sec": s.per_sec,
+        "p50_ms": s.p50.as_secs_f64() * 1e3,
+        "p95_ms": s.p95.as_secs_f64() * 1e3,
+        "p99_ms": s.p99.as_secs_f64() * 1e3,
+    })
+}
+
+async fn measure(
+    args: &RunArgs,
+    ctx: &Arc<RunCtx>,
+    base: &str,
+    contacts: u64,
+    accounts: u64,
+    pool: u32,
+) -> anyhow::Result<()> {
+    let plan = &ctx.plan;
+    let mut kinds = vec![Kind::Page1, Kind::Deep, Kind::Get, Kind::Q];
+    if !plan.q_broad.is_empty() {
+        kinds.push(Kind::QBroad);
+    }
+    let limit = Duration::from_secs(args.max_secs);
+    for &kind in &kinds {
+        for &path in kind.paths() {
+            drive(path, kind, args.warmup, limit, ctx)
+                .await
+                .with_context(|| format!("warming up {} {}", kind.label(plan), path.label()))?;
+        }
+    }
+    let mut samples: HashMap<(usize, Path), Samples> = HashMap::new();
+    for round in 0..args.rounds {
+        // A fresh token each round, so long runs outlive the access token's lifetime.
+        let auth = login(&ctx.clients[0], base).await?;
+        if let Ok(mut a) = ctx.auth.lock() {
+            *a = auth;
+        }
+        for (k, &kind) in kinds.iter().enumerate() {
+            let paths = kind.paths();
+            for i in 0..paths.len() {
+                // Rotate who goes first, so no path always runs right after another.
+                let path = paths[(round + k + i) % paths.len()];
+                let s = drive(path, kind, args.calls, limit, ctx)
+                    .await
+                    .with_context(|| {
+                        format!("round {}: {} {}", round + 1, kind.label(plan), path.label())
+                    })?;
+                samples.entry((k, path)).or_default().merge(s);
+            }
+        }
+        eprintln!("round {} of {} done", round + 1, args.rounds);
+    }
+
+    let sum = |k: usize, p: Path| {
+        samples
+            .get(&(k, p))
+            .map(Samples::summary)
+            .unwrap_or_else(|| Samples::default().summary())
+    };
+    let mut out = String::new();
+    writeln!(out, "{}", machine_line())?;
+    writeln!(
+        out,
+        "{BIG_SLUG}: {contacts} contacts, {accounts} accounts; {} concurrent clients per path \
+         (gateway: one keep-alive HTTP/1.1 connection each; direct: tasks on the services' pool \
+         of {pool}; gRPC: one HTTP/2 channel, as the gateway's); {} rounds of up to {} calls \
+         or {} s per query and path",
+        args.concurrency, args.rounds, args.calls, args.max_secs
+    )?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "| query | path | calls | ops/s | p50 ms | p95 ms | p99 ms | ops/s ÷ direct | p95 ÷ direct |"
+    )?;
+    writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|")?;
+    let mut report = serde_json::Map::new();
+    for (k, &kind) in kinds.iter().enumerate() {
+        let d = sum(k, Path::Direct);
+        let mut entry = serde_json::Map::new();
+        for &path in kind.paths() {
+            let s = sum(k, path);
+            entry.insert(path.key().into(), figures(&s));
+            writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                kind.label(plan),
+                path.label(),
+                s.samples,
+                rate(s.per_sec),
+                ms(s.p50),
+                ms(s.p95),
+                ms(s.p99),
+                ratio(s.per_sec, d.per_sec),
+                ratio(s.p95.as_secs_f64(), d.p95.as_secs_f64()),
+            )?;
+        }
+        let g = sum(k, Path::Gateway);
+        entry.insert("label".into(), kind.label(plan).into());
+        entry.insert("per_sec_ratio".into(), (g.per_sec / d.per_sec).into());
+        entry.insert(
+            "p95_ratio".into(),
+            (g.p95.as_secs_f64() / d.p95.as_secs_f64()).into(),
+        );
+        report.insert(kind.key().into(), Json::Object(entry));
+    }
+    let p95 = |k: usize, p: Path| sum(k, p).p95.as_secs_f64();
+    let deep_gw = p95(1, Path::Gateway) / p95(0, Path::Gateway);
+    let deep_direct = p95(1, Path::Direct) / p95(0, Path::Direct);
+    let list_tp = sum(0, Path::Gateway).per_sec / sum(0, Path::Direct).per_sec;
+    let q_p95 = p95(3, Path::Gateway) / p95(3, Path::Direct);
+    let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
+    writeln!(out)?;
+    writeln!(
+        out,
+        "deep page p95 ÷ page 1 p95: gateway {deep_gw:.2}, direct {deep_direct:.2} (target ≤ 1.5: {})",
+        verdict(deep_gw <= 1.5)
+    )?;
+    writeln!(
+        out,
+        "gateway list throughput ÷ direct (page 1): {list_tp:.2} (target ≥ 0.3: {})",
+        verdict(list_tp >= 0.3)
+    )?;
+    writeln!(
+        out,
+        "`q={}` gateway p95 ÷ direct p95: {q_p95:.2} (target ≤ 2: {})",
+        plan.q,
+        verdict(q_p95 <= 2.0)
+    )?;
+    print!("{out}");
+    if let Some(path) = &args.json {
+        report.insert("deep_p95_over_page1_gateway".into(), deep_gw.into());
+        report.insert("deep_p95_over_page1_direct".into(), deep_direct.into());
+        report.insert("machine".into(), machine_line().into());
+        std::fs::write(path, serde_json::to_string_pretty(&Json::Object(report))?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Deletes the Redis keys the run left: rate-limit windows and cached permissions.
+async fn forget_tenant(cache: &Cache, tenant: TenantId, user: Uuid, started: u64) {
+    let window = 10; // CRM_RATE_LIMIT_WINDOW_SECS, left at its default.
+    let mut keys = Vec::new();
+    for slot in started / window..=unix_secs() / window + 1 {
+        keys.push(format!("rl:tenant:{tenant}:{slot}"));
+        keys.push(format!("rl:client:{tenant}:{user}:{slot}"));
+    }
+    let generation = cache
+        .get(&format!("perm:gen:{tenant}"))
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_else(|| "0".into());
+    keys.push(format!("perm:{tenant}:{generation}:{user}"));
+    if let Err(e) = cache.del(&keys).await {
+        eprintln!("warning: cannot delete the run's Redis keys: {e}");
+    }
+}
