@@ -12,6 +12,7 @@ use crm_bus::Event;
 use crm_kit::{
     ApiError, ApiResult, Caller, Db, ErrorCode, TenantId, TenantTx,
     error::{FieldViolation, Violations},
+    idempotency,
     paging::{PageTokens, page_size},
 };
 use crm_proto::{
@@ -632,23 +633,15 @@ impl Accounts {
         };
         values.insert("owner_user_id", owner.map(|o| o.to_string()));
         let tx = self.tx(caller.tenant).await?;
-        if !request_id.is_empty() {
-            match store::idempotent_entity(&tx, obj.name, request_id, &fp).await? {
-                Ok(Some(id)) => {
-                    let r = store::fetch(&tx, obj, id, false, false)
-                        .await?
-                        .ok_or_else(|| ApiError::not_found(obj.name))?;
-                    tx.commit().await?;
-                    return Ok((access, r));
-                }
-                Ok(None) => {}
-                Err(()) => {
-                    return Err(ApiError::new(
-                        ErrorCode::IdempotencyKeyReused,
-                        "request_id was used with another request",
-                    ));
-                }
-            }
+        if !request_id.is_empty()
+            && let Some(id) =
+                idempotency::find(&tx, store::SCHEMA, obj.name, request_id, &fp).await?
+        {
+            let r = store::fetch(&tx, obj, id, false, false)
+                .await?
+                .ok_or_else(|| ApiError::not_found(obj.name))?;
+            tx.commit().await?;
+            return Ok((access, r));
         }
         let defs = store::definitions(&tx, obj.name).await?;
         let custom = custom::apply(&defs, &Map::new(), &input.custom, &mut v);
@@ -672,7 +665,7 @@ impl Accounts {
         )
         .await?;
         if !request_id.is_empty() {
-            store::remember_request(&tx, obj.name, request_id, &fp, id).await?;
+            idempotency::remember(&tx, store::SCHEMA, obj.name, request_id, &fp, id).await?;
         }
         tx.commit().await?;
         Ok((access, r))
@@ -1476,23 +1469,15 @@ impl Accounts {
             ..r.clone()
         });
         let tx = self.tx(caller.tenant).await?;
-        if !r.request_id.is_empty() {
-            match store::idempotent_entity(&tx, "custom_field", &r.request_id, &fp).await? {
-                Ok(Some(id)) => {
-                    let row = store::custom_field(&tx, id)
-                        .await?
-                        .ok_or_else(|| ApiError::not_found("custom field"))?;
-                    tx.commit().await?;
-                    return Ok(custom_field_pb(&row));
-                }
-                Ok(None) => {}
-                Err(()) => {
-                    return Err(ApiError::new(
-                        ErrorCode::IdempotencyKeyReused,
-                        "request_id was used with another request",
-                    ));
-                }
-            }
+        if !r.request_id.is_empty()
+            && let Some(id) =
+                idempotency::find(&tx, store::SCHEMA, "custom_field", &r.request_id, &fp).await?
+        {
+            let row = store::custom_field(&tx, id)
+                .await?
+                .ok_or_else(|| ApiError::not_found("custom field"))?;
+            tx.commit().await?;
+            return Ok(custom_field_pb(&row));
         }
         let existing = store::custom_fields(&tx, Some(&r.object_type)).await?;
         if existing.iter().any(|d| d.key == r.key) {
@@ -1547,7 +1532,8 @@ impl Accounts {
         )
         .await?;
         if !r.request_id.is_empty() {
-            store::remember_request(&tx, "custom_field", &r.request_id, &fp, id).await?;
+            idempotency::remember(&tx, store::SCHEMA, "custom_field", &r.request_id, &fp, id)
+                .await?;
         }
         tx.commit().await?;
         Ok(custom_field_pb(&row))

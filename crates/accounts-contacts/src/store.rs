@@ -710,55 +710,6 @@ pub async fn delete_custom_field(tx: &TenantTx, row: &CustomFieldRow) -> Result<
     Ok(())
 }
 
-// ---- idempotent creates -------------------------------------------------------------------
-
-/// The entity a request id created before, if any; `Err(())` when it was another request.
-pub async fn idempotent_entity(
-    tx: &TenantTx,
-    operation: &str,
-    request_id: &str,
-    fingerprint: &str,
-) -> Result<Result<Option<Uuid>, ()>, DbErr> {
-    let row = tx
-        .conn()
-        .query_one_raw(stmt(
-            "SELECT entity_id, fingerprint FROM accounts.idempotent_requests \
-             WHERE tenant_id = $1 AND operation = $2 AND request_id = $3",
-            [t(tx), operation.into(), request_id.into()],
-        ))
-        .await?;
-    let Some(row) = row else { return Ok(Ok(None)) };
-    let fp: String = row.try_get("", "fingerprint")?;
-    if fp != fingerprint {
-        return Ok(Err(()));
-    }
-    Ok(Ok(Some(row.try_get("", "entity_id")?)))
-}
-
-/// Remembers what a request id created.
-pub async fn remember_request(
-    tx: &TenantTx,
-    operation: &str,
-    request_id: &str,
-    fingerprint: &str,
-    entity: Uuid,
-) -> Result<(), DbErr> {
-    tx.conn()
-        .execute_raw(stmt(
-            "INSERT INTO accounts.idempotent_requests (tenant_id, operation, request_id, fingerprint, entity_id) \
-             VALUES ($1, $2, $3, $4, $5)",
-            [
-                t(tx),
-                operation.into(),
-                request_id.into(),
-                fingerprint.into(),
-                entity.into(),
-            ],
-        ))
-        .await?;
-    Ok(())
-}
-
 /// Whether a live account exists (for a contact's primary account).
 pub async fn account_exists(tx: &TenantTx, id: Uuid) -> Result<bool, DbErr> {
     Ok(tx

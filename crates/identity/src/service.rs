@@ -1111,7 +1111,8 @@ impl Identity {
         let tx = self.tx(caller.tenant).await?;
         if !r.request_id.is_empty()
             && let Some(id) =
-                store::idempotent_result(&tx, "create_user", &r.request_id, &fp).await?
+                crm_kit::idempotency::find(&tx, store::SCHEMA, "create_user", &r.request_id, &fp)
+                    .await?
         {
             let u = store::user_by_id(&tx, id)
                 .await?
@@ -1146,7 +1147,15 @@ impl Identity {
             return Err(e.into());
         }
         if !r.request_id.is_empty() {
-            store::remember_request(&tx, "create_user", &r.request_id, &fp, id).await?;
+            crm_kit::idempotency::remember(
+                &tx,
+                store::SCHEMA,
+                "create_user",
+                &r.request_id,
+                &fp,
+                id,
+            )
+            .await?;
         }
         let u = store::user_by_id(&tx, id)
             .await?
@@ -1366,7 +1375,8 @@ impl Identity {
         let tx = self.tx(caller.tenant).await?;
         if !r.request_id.is_empty()
             && let Some(id) =
-                store::idempotent_result(&tx, "create_team", &r.request_id, &fp).await?
+                crm_kit::idempotency::find(&tx, store::SCHEMA, "create_team", &r.request_id, &fp)
+                    .await?
         {
             let t = store::team_by_id(&tx, id)
                 .await?
@@ -1386,7 +1396,15 @@ impl Identity {
             return Err(e.into());
         }
         if !r.request_id.is_empty() {
-            store::remember_request(&tx, "create_team", &r.request_id, &fp, id).await?;
+            crm_kit::idempotency::remember(
+                &tx,
+                store::SCHEMA,
+                "create_team",
+                &r.request_id,
+                &fp,
+                id,
+            )
+            .await?;
         }
         let t = store::team_by_id(&tx, id)
             .await?
@@ -1531,7 +1549,8 @@ impl Identity {
         let tx = self.tx(caller.tenant).await?;
         if !r.request_id.is_empty()
             && let Some(id) =
-                store::idempotent_result(&tx, "create_role", &r.request_id, &fp).await?
+                crm_kit::idempotency::find(&tx, store::SCHEMA, "create_role", &r.request_id, &fp)
+                    .await?
         {
             let role = store::role_by_id(&tx, id)
                 .await?
@@ -1566,7 +1585,15 @@ impl Identity {
             return Err(e.into());
         }
         if !r.request_id.is_empty() {
-            store::remember_request(&tx, "create_role", &r.request_id, &fp, id).await?;
+            crm_kit::idempotency::remember(
+                &tx,
+                store::SCHEMA,
+                "create_role",
+                &r.request_id,
+                &fp,
+                id,
+            )
+            .await?;
         }
         let role = store::role_by_id(&tx, id)
             .await?

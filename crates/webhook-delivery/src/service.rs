@@ -373,8 +373,14 @@ impl Webhooks {
         });
         let tx = self.tx(caller.tenant).await?;
         if !r.request_id.is_empty()
-            && let Some(id) =
-                store::idempotent_result(&tx, "create_endpoint", &r.request_id, &fp).await?
+            && let Some(id) = crm_kit::idempotency::find(
+                &tx,
+                store::SCHEMA,
+                "create_endpoint",
+                &r.request_id,
+                &fp,
+            )
+            .await?
         {
             let e = store::endpoint_any(&tx, id)
                 .await?
@@ -403,7 +409,15 @@ impl Webhooks {
         )
         .await?;
         if !r.request_id.is_empty() {
-            store::remember_request(&tx, "create_endpoint", &r.request_id, &fp, id).await?;
+            crm_kit::idempotency::remember(
+                &tx,
+                store::SCHEMA,
+                "create_endpoint",
+                &r.request_id,
+                &fp,
+                id,
+            )
+            .await?;
         }
         let e = store::endpoint(&tx, id, false)
             .await?
@@ -735,7 +749,8 @@ impl Webhooks {
         let tx = self.tx(caller.tenant).await?;
         if !r.request_id.is_empty()
             && let Some(id) =
-                store::idempotent_result(&tx, "create_source", &r.request_id, &fp).await?
+                crm_kit::idempotency::find(&tx, store::SCHEMA, "create_source", &r.request_id, &fp)
+                    .await?
         {
             let s = store::source(&tx, id)
                 .await?
@@ -765,7 +780,15 @@ impl Webhooks {
         )
         .await?;
         if !r.request_id.is_empty() {
-            store::remember_request(&tx, "create_source", &r.request_id, &fp, id).await?;
+            crm_kit::idempotency::remember(
+                &tx,
+                store::SCHEMA,
+                "create_source",
+                &r.request_id,
+                &fp,
+                id,
+            )
+            .await?;
         }
         let s = store::source(&tx, id)
             .await?

@@ -601,57 +601,6 @@ pub async fn first_sighting(
         > 0)
 }
 
-/// The entity a request id already created, if any; the same id with another request is refused.
-pub async fn idempotent_result(
-    tx: &TenantTx,
-    operation: &str,
-    request_id: &str,
-    fingerprint: &str,
-) -> ApiResult<Option<Uuid>> {
-    let row = tx
-        .conn()
-        .query_one_raw(stmt(
-            "SELECT response->>'id' AS id, response->>'fp' AS fp FROM webhooks.idempotent_requests \
-             WHERE tenant_id = $1 AND operation = $2 AND request_id = $3",
-            [t(tx), operation.into(), request_id.into()],
-        ))
-        .await?;
-    let Some(row) = row else { return Ok(None) };
-    let fp: Option<String> = row.try_get("", "fp").ok().flatten();
-    if fp.as_deref() != Some(fingerprint) {
-        return Err(ApiError::new(
-            crm_kit::ErrorCode::IdempotencyKeyReused,
-            "this request_id was used with another request",
-        ));
-    }
-    Ok(row
-        .try_get::<Option<String>>("", "id")
-        .ok()
-        .flatten()
-        .and_then(|s| Uuid::parse_str(&s).ok()))
-}
-
-pub async fn remember_request(
-    tx: &TenantTx,
-    operation: &str,
-    request_id: &str,
-    fingerprint: &str,
-    id: Uuid,
-) -> Result<(), DbErr> {
-    tx.conn()
-        .execute_raw(stmt(
-            "INSERT INTO webhooks.idempotent_requests (tenant_id, request_id, operation, response) VALUES ($1, $2, $3, $4)",
-            [
-                t(tx),
-                request_id.into(),
-                operation.into(),
-                serde_json::json!({"id": id, "fp": fingerprint}).into(),
-            ],
-        ))
-        .await?;
-    Ok(())
-}
-
 /// Writes a domain event to the outbox in the caller's transaction.
 pub async fn emit(tx: &TenantTx, event: Event) -> ApiResult<()> {
     crm_bus::outbox::append(tx, SCHEMA, &event)

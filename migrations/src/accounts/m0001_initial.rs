@@ -118,12 +118,11 @@ CREATE TABLE IF NOT EXISTS accounts.custom_fields (
 CREATE UNIQUE INDEX IF NOT EXISTS custom_fields_key ON accounts.custom_fields (tenant_id, object_type, key);
 
 CREATE TABLE IF NOT EXISTS accounts.idempotent_requests (
-    tenant_id    uuid NOT NULL,
-    operation    text NOT NULL,
-    request_id   text NOT NULL,
-    fingerprint  text NOT NULL,
-    entity_id    uuid NOT NULL,
-    created_at   timestamptz NOT NULL DEFAULT now(),
+    tenant_id   uuid NOT NULL,
+    request_id  text NOT NULL,
+    operation   text NOT NULL,
+    response    jsonb NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (tenant_id, operation, request_id)
 );
 
