@@ -6,14 +6,13 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
-use chrono::{DateTime, Utc};
 use crm_bus::Event;
 use crm_kit::{
     ApiError, ApiResult, Caller, Db, ErrorCode, TenantId, TenantTx,
     error::{FieldViolation, Violations},
     idempotency,
     paging::{PageTokens, page_size},
+    rpc::{etag, fingerprint, parse_etag, path_id, ts},
 };
 use crm_proto::{
     accounts::{self as pb, accounts_service_server::AccountsService},
@@ -21,7 +20,6 @@ use crm_proto::{
 };
 use regex::Regex;
 use serde_json::{Map, Value as Json, json};
-use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
@@ -54,29 +52,6 @@ struct Inner {
     email_re: Regex,
 }
 
-fn ts(t: DateTime<Utc>) -> Option<prost_types::Timestamp> {
-    Some(prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    })
-}
-
-fn etag(version: i64) -> String {
-    format!("W/\"{version}\"")
-}
-
-/// Reads an etag back into a version; empty means "no precondition".
-fn parse_etag(etag: &str) -> ApiResult<Option<i64>> {
-    if etag.is_empty() {
-        return Ok(None);
-    }
-    etag.trim_start_matches("W/")
-        .trim_matches('"')
-        .parse()
-        .map(Some)
-        .map_err(|_| ApiError::invalid("etag", "not an etag of this resource"))
-}
-
 fn check_version(etag_in: &str, version: i64) -> ApiResult<()> {
     match parse_etag(etag_in)? {
         Some(v) if v != version => Err(ApiError::new(
@@ -85,15 +60,6 @@ fn check_version(etag_in: &str, version: i64) -> ApiResult<()> {
         )),
         _ => Ok(()),
     }
-}
-
-/// Ids in paths that are not UUIDs name nothing: "not found", like any other unknown id.
-fn path_id(what: &str, s: &str) -> ApiResult<Uuid> {
-    Uuid::parse_str(s).map_err(|_| ApiError::not_found(what))
-}
-
-fn fingerprint<M: prost::Message>(m: &M) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(m.encode_to_vec()))
 }
 
 fn empty_none(s: Option<&str>) -> String {

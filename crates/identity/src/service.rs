@@ -11,6 +11,7 @@ use crm_kit::{
     auth::{ACCESS_TOKEN_TYP, AccessClaims},
     error::Violations,
     paging::{PageTokens, page_size},
+    rpc::{etag, fingerprint, parse_etag, path_id, ts},
 };
 use crm_proto::identity::{self as pb, identity_service_server::IdentityService};
 use jsonwebtoken::{Algorithm, Header};
@@ -73,40 +74,6 @@ fn random_token(prefix: &str) -> String {
     let mut b = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut b);
     format!("{prefix}{}", URL_SAFE_NO_PAD.encode(b))
-}
-
-fn ts(t: DateTime<Utc>) -> Option<prost_types::Timestamp> {
-    Some(prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    })
-}
-
-/// What identifies a create request for idempotency: its content without the request id (and
-/// without secrets, which must not be kept even hashed).
-fn fingerprint<M: prost::Message>(m: &M) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(m.encode_to_vec()))
-}
-
-fn etag(version: i64) -> String {
-    format!("W/\"{version}\"")
-}
-
-/// Reads an etag back into a version; empty means "no precondition".
-fn parse_etag(etag: &str) -> ApiResult<Option<i64>> {
-    if etag.is_empty() {
-        return Ok(None);
-    }
-    etag.trim_start_matches("W/")
-        .trim_matches('"')
-        .parse()
-        .map(Some)
-        .map_err(|_| ApiError::invalid("etag", "not an etag of this resource"))
-}
-
-/// Ids in paths that are not UUIDs name nothing: "not found", like any other unknown id.
-fn path_id(what: &str, s: &str) -> ApiResult<Uuid> {
-    Uuid::parse_str(s).map_err(|_| ApiError::not_found(what))
 }
 
 fn user_pb(u: &UserRow) -> pb::User {

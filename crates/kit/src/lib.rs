@@ -12,6 +12,7 @@ pub mod error;
 pub mod idempotency;
 pub mod ids;
 pub mod paging;
+pub mod rpc;
 pub mod server;
 pub mod telemetry;
 

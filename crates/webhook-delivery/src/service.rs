@@ -3,20 +3,19 @@
 
 use std::{sync::Arc, time::Duration};
 
-use base64::{Engine, engine::general_purpose::URL_SAFE_NO_PAD};
 use chrono::{DateTime, Utc};
 use crm_bus::Event;
 use crm_kit::{
     ApiError, ApiResult, Caller, Db, ErrorCode, TenantId, TenantTx,
     error::Violations,
     paging::{PageTokens, page_size},
+    rpc::{etag, fingerprint, parse_etag, path_id, ts},
 };
 use crm_proto::{
     identity::{GetEffectivePermissionsRequest, identity_service_client::IdentityServiceClient},
     webhooks::{self as pb, webhook_service_server::WebhookService},
 };
 use secrecy::ExposeSecret;
-use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status, transport::Channel};
 use uuid::Uuid;
 
@@ -99,37 +98,6 @@ struct Inner {
     pages: PageTokens,
     permissions: Permissions,
     production: bool,
-}
-
-fn ts(t: DateTime<Utc>) -> Option<prost_types::Timestamp> {
-    Some(prost_types::Timestamp {
-        seconds: t.timestamp(),
-        nanos: t.timestamp_subsec_nanos() as i32,
-    })
-}
-
-fn etag(version: i64) -> String {
-    format!("W/\"{version}\"")
-}
-
-fn parse_etag(etag: &str) -> ApiResult<Option<i64>> {
-    if etag.is_empty() {
-        return Ok(None);
-    }
-    etag.trim_start_matches("W/")
-        .trim_matches('"')
-        .parse()
-        .map(Some)
-        .map_err(|_| ApiError::invalid("etag", "not an etag of this resource"))
-}
-
-/// Ids in paths that are not UUIDs name nothing: "not found", like any other unknown id.
-fn path_id(what: &str, s: &str) -> ApiResult<Uuid> {
-    Uuid::parse_str(s).map_err(|_| ApiError::not_found(what))
-}
-
-fn fingerprint<M: prost::Message>(m: &M) -> String {
-    URL_SAFE_NO_PAD.encode(Sha256::digest(m.encode_to_vec()))
 }
 
 /// The webhook-id of a delivery: stable across every try.
