@@ -507,6 +507,11 @@ impl Accounts {
             custom: &defs,
             hidden: &hidden,
         };
+        let matches = if query.is_empty() {
+            None
+        } else {
+            store::text_matches(&tx, obj, &like_pattern(query)).await?
+        };
         let q = list_query(
             obj,
             &schema,
@@ -520,6 +525,7 @@ impl Accounts {
             caller.tenant,
             after.map(|p| (p.k, p.id)),
             size + 1,
+            matches.as_deref(),
         )?;
         let mut rows = store::list(&tx, obj, &q).await?;
         tx.commit().await?;
@@ -1589,8 +1595,19 @@ impl Accounts {
     }
 }
 
+/// The ILIKE pattern of a partial-text query: the text anywhere, wildcards taken literally.
+pub fn like_pattern(query: &str) -> String {
+    let escaped = query
+        .trim()
+        .replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_");
+    format!("%{escaped}%")
+}
+
 /// The query of a list page: filter, partial text, scope and keyset, compiled to SQL
-/// conditions with bound parameters.
+/// conditions with bound parameters. `matches` are the ids that match the partial text when
+/// they were looked up ([`store::text_matches`]); without them the text is an ILIKE condition.
 #[allow(clippy::too_many_arguments)]
 pub fn list_query(
     obj: &Object,
@@ -1600,6 +1617,7 @@ pub fn list_query(
     tenant: TenantId,
     after: Option<(Option<String>, Uuid)>,
     limit: u64,
+    matches: Option<&[Uuid]>,
 ) -> ApiResult<ListQuery> {
     // Parameters after $1 (the tenant).
     let mut params = vec![sea_orm::Value::from(tenant.uuid())];
@@ -1609,12 +1627,16 @@ pub fn list_query(
     }
     let query = a.query.trim();
     if !query.is_empty() {
-        let escaped = query
-            .replace('\\', "\\\\")
-            .replace('%', "\\%")
-            .replace('_', "\\_");
-        params.push(format!("%{escaped}%").into());
-        conditions.push(format!("t.search ILIKE ${}", params.len()));
+        match matches {
+            Some(ids) => {
+                params.push(ids.to_vec().into());
+                conditions.push(format!("t.id = ANY(${})", params.len()));
+            }
+            None => {
+                params.push(like_pattern(query).into());
+                conditions.push(format!("t.search ILIKE ${}", params.len()));
+            }
+        }
     }
     if let Some(c) = store::reach_sql(reach, &mut params) {
         conditions.push(c);

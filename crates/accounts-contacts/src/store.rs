@@ -314,6 +314,34 @@ pub async fn fetch_many(
     rows.iter().map(|r| Record::from_row(obj, r)).collect()
 }
 
+/// Partial-text matches are looked up by id up to this many; a term matching more rows is
+/// common enough that the ordered scan of a list finds its page after a few rows.
+pub const TEXT_MATCH_CAP: i32 = 5_000;
+
+/// The ids of the tenant's live records whose search text matches `pattern` (an ILIKE
+/// pattern), through the trigram index; `None` when more than [`TEXT_MATCH_CAP`] match.
+pub async fn text_matches(
+    tx: &TenantTx,
+    obj: &Object,
+    pattern: &str,
+) -> Result<Option<Vec<Uuid>>, DbErr> {
+    let table = obj.table.rsplit('.').next().unwrap_or(obj.table);
+    let rows = tx
+        .conn()
+        .query_all_raw(stmt(
+            "SELECT m AS id FROM accounts.text_matches($1, $2, $3) AS m",
+            [table.into(), pattern.into(), (TEXT_MATCH_CAP + 1).into()],
+        ))
+        .await?;
+    if rows.len() > TEXT_MATCH_CAP as usize {
+        return Ok(None);
+    }
+    rows.iter()
+        .map(|r| r.try_get::<Uuid>("", "id"))
+        .collect::<Result<_, _>>()
+        .map(Some)
+}
+
 /// A keyset page of live records.
 pub struct ListQuery {
     /// Conditions over alias `t`, joined by AND; their parameters follow `$1` (the tenant).

@@ -451,3 +451,79 @@ async fn custom_fields_are_validated_filtered_and_sorted() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn partial_text_finds_every_match_of_rare_and_common_terms() {
+    use sea_orm::{ConnectionTrait, DbBackend, Statement};
+
+    let st = spawn().await;
+    let admin = st.signup().await;
+    let rep = st.user(&admin, "sales_rep").await;
+    let other = st.signup().await;
+    let seed = s(
+        &st.create(
+            &admin,
+            "/contacts",
+            json!({"firstName": "Common", "lastName": "Seed"}),
+        )
+        .await,
+        "id",
+    );
+    st.create(
+        &rep,
+        "/contacts",
+        json!({"firstName": "Common", "lastName": "Owned", "email": "needle@rare.example"}),
+    )
+    .await;
+    st.create(
+        &other,
+        "/contacts",
+        json!({"firstName": "Common", "lastName": "Elsewhere", "email": "needle@rare.example"}),
+    )
+    .await;
+    // More matches than the partial-text lookup keeps by id: lists fall back to scanning.
+    st.admin
+        .execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "INSERT INTO accounts.contacts (tenant_id, id, first_name, last_name)
+             SELECT c.tenant_id, gen_random_uuid(), 'Common', 'Person ' || g
+               FROM accounts.contacts c, generate_series(1, 5001) g
+              WHERE c.id = $1",
+            [uuid::Uuid::parse_str(&seed).unwrap().into()],
+        ))
+        .await
+        .expect("bulk insert");
+
+    let common = st.all(&admin, "/contacts?q=common&limit=200").await;
+    assert_eq!(common.len(), 5003, "every match once, own tenant only");
+    let ids: HashSet<String> = common.iter().map(|c| s(c, "id")).collect();
+    assert_eq!(ids.len(), 5003);
+    assert!(common.iter().all(|c| s(c, "lastName") != "Elsewhere"));
+
+    let rare = st.all(&admin, "/contacts?q=needle@rare").await;
+    assert_eq!(
+        rare.iter().map(|c| s(c, "lastName")).collect::<Vec<_>>(),
+        ["Owned"],
+        "a rare term: this tenant's single match"
+    );
+    let mine = st.all(&rep, "/contacts?q=common").await;
+    assert_eq!(
+        mine.iter().map(|c| s(c, "lastName")).collect::<Vec<_>>(),
+        ["Owned"],
+        "scope own applies to partial text"
+    );
+    let theirs = st.all(&other, "/contacts?q=common").await;
+    assert_eq!(
+        theirs.iter().map(|c| s(c, "lastName")).collect::<Vec<_>>(),
+        ["Elsewhere"]
+    );
+    // Deleted records are not matched.
+    let owned = s(&rare[0], "id");
+    let res = st
+        .delete(&admin, &format!("/contacts/{owned}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert!(st.all(&admin, "/contacts?q=needle@rare").await.is_empty());
+}

@@ -25,7 +25,7 @@ use clap::{Parser, Subcommand};
 use crm_accounts_contacts::{
     access::Reach,
     filter::Schema,
-    service::{ListArgs, list_fingerprint, list_page_token, list_query},
+    service::{ListArgs, like_pattern, list_fingerprint, list_page_token, list_query},
     store::{self, CONTACT},
 };
 use crm_bench::{RUNTIME_ROLE, Samples, Summary, machine_line, ms, rate, ratio};
@@ -917,6 +917,12 @@ async fn direct_list(
         custom: &[],
         hidden: &never_hidden,
     };
+    let tx = db.tenant_tx(tenant).await?;
+    let matches = if query.is_empty() {
+        None
+    } else {
+        store::text_matches(&tx, &CONTACT, &like_pattern(query)).await?
+    };
     let q = list_query(
         &CONTACT,
         &schema,
@@ -931,9 +937,9 @@ async fn direct_list(
         tenant,
         after,
         PAGE + 1,
+        matches.as_deref(),
     )
     .map_err(|e| anyhow::anyhow!("list_query: {e}"))?;
-    let tx = db.tenant_tx(tenant).await?;
     let rows = tx
         .conn()
         .query_all_raw(store::list_statement(&CONTACT, tenant.uuid(), &q))
