@@ -316,30 +316,28 @@ pub async fn fetch_many(
 
 /// Partial-text matches are looked up by id up to this many; a term matching more rows is
 /// common enough that the ordered scan of a list finds its page after a few rows.
-pub const TEXT_MATCH_CAP: i32 = 5_000;
+pub const TEXT_MATCH_CAP: i32 = 2_000;
 
 /// The ids of the tenant's live records whose search text matches `pattern` (an ILIKE
-/// pattern), through the trigram index; `None` when more than [`TEXT_MATCH_CAP`] match.
+/// pattern), through the trigram index; `None` when more than [`TEXT_MATCH_CAP`] match or
+/// PostgreSQL expects that many.
 pub async fn text_matches(
     tx: &TenantTx,
     obj: &Object,
     pattern: &str,
 ) -> Result<Option<Vec<Uuid>>, DbErr> {
     let table = obj.table.rsplit('.').next().unwrap_or(obj.table);
-    let rows = tx
+    let row = tx
         .conn()
-        .query_all_raw(stmt(
-            "SELECT m AS id FROM accounts.text_matches($1, $2, $3) AS m",
-            [table.into(), pattern.into(), (TEXT_MATCH_CAP + 1).into()],
+        .query_one_raw(stmt(
+            "SELECT accounts.text_matches($1, $2, $3) AS ids",
+            [table.into(), pattern.into(), TEXT_MATCH_CAP.into()],
         ))
         .await?;
-    if rows.len() > TEXT_MATCH_CAP as usize {
-        return Ok(None);
+    match row {
+        Some(r) => r.try_get::<Option<Vec<Uuid>>>("", "ids"),
+        None => Ok(None),
     }
-    rows.iter()
-        .map(|r| r.try_get::<Uuid>("", "id"))
-        .collect::<Result<_, _>>()
-        .map(Some)
 }
 
 /// A keyset page of live records.

@@ -31,28 +31,44 @@ DROP POLICY IF EXISTS definer_lookup ON accounts.contacts;
 CREATE POLICY definer_lookup ON accounts.contacts FOR SELECT TO CURRENT_USER USING (true);
 
 -- The ids of the tenant's live rows of `object_table` whose search text matches `pattern`
--- (an ILIKE pattern), at most `cap` of them. No tenant set: no rows.
-CREATE OR REPLACE FUNCTION accounts.text_matches(object_table text, pattern text, cap integer)
-RETURNS SETOF uuid
-LANGUAGE plpgsql STABLE SECURITY DEFINER
+-- (an ILIKE pattern); NULL when more than `cap` rows match, or when the planner expects
+-- that many (then an ordered scan of the list finds its page sooner). No tenant: none.
+DROP FUNCTION IF EXISTS accounts.text_matches(text, text, integer);
+CREATE FUNCTION accounts.text_matches(object_table text, pattern text, cap integer)
+RETURNS uuid[]
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
 DECLARE
     tenant uuid := NULLIF(current_setting('app.tenant_id', true), '')::uuid;
+    plan json;
+    ids uuid[];
 BEGIN
     IF tenant IS NULL THEN
-        RETURN;
+        RETURN '{{}}';
     END IF;
     IF object_table NOT IN ('accounts', 'contacts') THEN
         RAISE EXCEPTION 'text_matches: unknown table %', object_table;
     END IF;
-    -- EXECUTE plans with the actual pattern: a rare term takes the trigram index, a common
-    -- one a scan that stops at the cap.
-    RETURN QUERY EXECUTE format(
-        'SELECT t.id FROM accounts.%I t
+    EXECUTE format(
+        'EXPLAIN (FORMAT JSON) SELECT 1 FROM accounts.%I t
+          WHERE t.tenant_id = %L AND t.deleted_at IS NULL AND t.search ILIKE %L',
+        object_table, tenant, pattern)
+    INTO plan;
+    IF (plan -> 0 -> 'Plan' ->> 'Plan Rows')::numeric > cap THEN
+        RETURN NULL;
+    END IF;
+    -- EXECUTE plans with the actual pattern, so a rare term takes the trigram index.
+    EXECUTE format(
+        'SELECT array_agg(m.id) FROM (SELECT t.id FROM accounts.%I t
           WHERE t.tenant_id = $1 AND t.deleted_at IS NULL AND t.search ILIKE $2
-          LIMIT $3', object_table)
-    USING tenant, pattern, cap;
+          LIMIT $3) m', object_table)
+    INTO ids
+    USING tenant, pattern, cap + 1;
+    IF coalesce(cardinality(ids), 0) > cap THEN
+        RETURN NULL;
+    END IF;
+    RETURN coalesce(ids, '{{}}');
 END
 $fn$;
 REVOKE ALL ON FUNCTION accounts.text_matches(text, text, integer) FROM PUBLIC;
