@@ -34,7 +34,7 @@ use crate::{
     config::GatewaySettings,
     error::{OwnErrorFormat, render_problems},
     middleware::{Idempotency, RateLimiter, authenticate, client_address, idempotency, rate_limit},
-    routes::{accounts, identity, search, webhooks},
+    routes::{accounts, identity, pipeline, search, webhooks},
 };
 
 /// What every handler shares.
@@ -131,7 +131,7 @@ async fn livez() -> &'static str {
     "ok"
 }
 
-/// Readiness: Redis, identity and accounts-contacts answer.
+/// Readiness: Redis, identity, accounts-contacts and pipeline answer.
 #[utoipa::path(get, path = "/readyz", tag = "meta", responses(
     (status = 200, description = "Ready", content_type = "text/plain", body = String),
     (status = 503, description = "A dependency is down, one line each", content_type = "text/plain", body = String)))]
@@ -176,6 +176,23 @@ async fn readyz(State(s): State<AppState>) -> Response {
     if !reachable {
         failures.push("accounts-contacts: unreachable".into());
     }
+    let mut pipeline = cell.pipeline.clone();
+    let probe = tokio::time::timeout(
+        Duration::from_secs(2),
+        pipeline.list_pipelines(crm_proto::pipeline::ListPipelinesRequest::default()),
+    )
+    .await;
+    let reachable = match probe {
+        Ok(Ok(_)) => true,
+        Ok(Err(status)) => !matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded
+        ),
+        Err(_) => false,
+    };
+    if !reachable {
+        failures.push("pipeline: unreachable".into());
+    }
     if failures.is_empty() {
         (StatusCode::OK, "ok".to_owned()).into_response()
     } else {
@@ -219,6 +236,7 @@ pub fn router(
         .merge(accounts::protected())
         .merge(webhooks::protected())
         .merge(search::protected())
+        .merge(pipeline::protected())
         .layer(from_fn_with_state(idem, idempotency))
         .layer(from_fn_with_state(limiter, rate_limit))
         .layer(from_fn_with_state(verifier, authenticate));
