@@ -158,7 +158,9 @@ impl GatewaySettings {
         }
         let pipeline = get("CRM_PIPELINE_URL").unwrap_or_else(|| DEFAULT_PIPELINE_URL.to_owned());
         if !is_http_url(&pipeline) {
-            errors.push(format!("CRM_PIPELINE_URL: not an http(s) URL: {pipeline:?}"));
+            errors.push(format!(
+                "CRM_PIPELINE_URL: not an http(s) URL: {pipeline:?}"
+            ));
         }
         let mut cells = HashMap::new();
         cells.insert(

@@ -162,7 +162,8 @@ impl Application {
     /// Serves gRPC, HTTP, the outbox relay and the event consumer until `cancel` fires.
     pub async fn run_until_stopped(self, cancel: CancellationToken) -> anyhow::Result<()> {
         let auth = AuthLayer::new(self.verifier.clone(), &[]);
-        let routes = tonic::service::Routes::new(PipelineServiceServer::new(self.pipelines.clone()));
+        let routes =
+            tonic::service::Routes::new(PipelineServiceServer::new(self.pipelines.clone()));
         let grpc = server::serve_grpc(
             routes,
             &["crm.pipeline.v1.PipelineService"],

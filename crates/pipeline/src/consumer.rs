@@ -46,7 +46,10 @@ async fn account(tx: &TenantTx, event: &Event, verb: &str) -> Result<(), Handler
         _ => return Ok(()),
     };
     let Some(Value::Object(record)) = state else {
-        return Err(permanent(format!("{} without its record", event.event_type)));
+        return Err(permanent(format!(
+            "{} without its record",
+            event.event_type
+        )));
     };
     let Some(mut version) = record.get("version").and_then(Value::as_i64) else {
         return Err(permanent(format!("{} without a version", event.event_type)));

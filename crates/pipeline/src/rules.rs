@@ -202,11 +202,7 @@ pub fn check(p: &PipelineDef, m: &Move<'_>) -> Result<bool, MoveError> {
     if !missing.is_empty() {
         return Err(MoveError::Rule(Broken {
             rule: "required_fields",
-            message: format!(
-                "stage {:?} requires {}",
-                to.key,
-                missing.join(", ")
-            ),
+            message: format!("stage {:?} requires {}", to.key, missing.join(", ")),
         }));
     }
     Ok(true)
@@ -253,7 +249,12 @@ mod tests {
         }
     }
 
-    fn mv<'a>(from: &'a str, to: &'a str, manager: bool, has: &'a dyn Fn(&str) -> bool) -> Move<'a> {
+    fn mv<'a>(
+        from: &'a str,
+        to: &'a str,
+        manager: bool,
+        has: &'a dyn Fn(&str) -> bool,
+    ) -> Move<'a> {
         Move {
             from,
             to,
@@ -274,8 +275,14 @@ mod tests {
 
     #[test]
     fn open_stages_move_freely() {
-        assert_eq!(check(&deal(), &mv("prospecting", "proposal", false, NONE)), Ok(true));
-        assert_eq!(check(&deal(), &mv("proposal", "prospecting", false, NONE)), Ok(true));
+        assert_eq!(
+            check(&deal(), &mv("prospecting", "proposal", false, NONE)),
+            Ok(true)
+        );
+        assert_eq!(
+            check(&deal(), &mv("proposal", "prospecting", false, NONE)),
+            Ok(true)
+        );
     }
 
     #[test]
@@ -288,19 +295,28 @@ mod tests {
 
     #[test]
     fn same_stage_moves_nowhere() {
-        assert_eq!(check(&deal(), &mv("proposal", "proposal", false, NONE)), Ok(false));
+        assert_eq!(
+            check(&deal(), &mv("proposal", "proposal", false, NONE)),
+            Ok(false)
+        );
     }
 
     #[test]
     fn won_needs_amount_and_close_date() {
-        let r = check(&deal(), &mv("proposal", "closed_won", false, &|f| f == "amountCents"));
+        let r = check(
+            &deal(),
+            &mv("proposal", "closed_won", false, &|f| f == "amountCents"),
+        );
         let Err(MoveError::Rule(b)) = r else {
             panic!("{r:?}")
         };
         assert_eq!(b.rule, "required_fields");
         assert!(b.message.contains("closeDate"), "{}", b.message);
         assert!(!b.message.contains("amountCents"), "{}", b.message);
-        assert_eq!(check(&deal(), &mv("proposal", "closed_won", false, ALL)), Ok(true));
+        assert_eq!(
+            check(&deal(), &mv("proposal", "closed_won", false, ALL)),
+            Ok(true)
+        );
     }
 
     #[test]
@@ -310,7 +326,10 @@ mod tests {
             "required_fields"
         );
         assert_eq!(
-            check(&deal(), &mv("proposal", "closed_lost", false, &|f| f == "lostReason")),
+            check(
+                &deal(),
+                &mv("proposal", "closed_lost", false, &|f| f == "lostReason")
+            ),
             Ok(true)
         );
     }
@@ -323,7 +342,10 @@ mod tests {
             rule(check(&p, &mv("prospecting", "proposal", false, NONE))),
             "required_fields"
         );
-        assert_eq!(check(&p, &mv("prospecting", "proposal", false, ALL)), Ok(true));
+        assert_eq!(
+            check(&p, &mv("prospecting", "proposal", false, ALL)),
+            Ok(true)
+        );
     }
 
     #[test]
@@ -336,7 +358,10 @@ mod tests {
             rule(check(&deal(), &mv("closed_lost", "closed_won", false, ALL))),
             "manager_required"
         );
-        assert_eq!(check(&deal(), &mv("closed_won", "proposal", true, ALL)), Ok(true));
+        assert_eq!(
+            check(&deal(), &mv("closed_won", "proposal", true, ALL)),
+            Ok(true)
+        );
     }
 
     #[test]
@@ -347,7 +372,10 @@ mod tests {
             allowed_transitions: BTreeMap::new(),
         };
         assert_eq!(check(&p, &mv("new", "closed", false, NONE)), Ok(true));
-        assert_eq!(check(&p, &mv("resolved", "in_progress", false, NONE)), Ok(true));
+        assert_eq!(
+            check(&p, &mv("resolved", "in_progress", false, NONE)),
+            Ok(true)
+        );
     }
 
     #[test]
@@ -359,7 +387,10 @@ mod tests {
             "retired_stage"
         );
         // Records already in it may leave.
-        assert_eq!(check(&p, &mv("qualification", "proposal", false, ALL)), Ok(true));
+        assert_eq!(
+            check(&p, &mv("qualification", "proposal", false, ALL)),
+            Ok(true)
+        );
         assert_eq!(p.first_open().map(|s| s.key.as_str()), Some("prospecting"));
     }
 
@@ -372,8 +403,14 @@ mod tests {
             rule(check(&p, &mv("prospecting", "proposal", false, ALL))),
             "allowed_transitions"
         );
-        assert_eq!(check(&p, &mv("prospecting", "qualification", false, ALL)), Ok(true));
-        assert_eq!(check(&p, &mv("proposal", "prospecting", false, ALL)), Ok(true));
+        assert_eq!(
+            check(&p, &mv("prospecting", "qualification", false, ALL)),
+            Ok(true)
+        );
+        assert_eq!(
+            check(&p, &mv("proposal", "prospecting", false, ALL)),
+            Ok(true)
+        );
     }
 
     #[test]
@@ -388,7 +425,10 @@ mod tests {
         );
         // Manager beats required fields.
         assert_eq!(
-            rule(check(&deal(), &mv("closed_won", "closed_lost", false, NONE))),
+            rule(check(
+                &deal(),
+                &mv("closed_won", "closed_lost", false, NONE)
+            )),
             "manager_required"
         );
     }

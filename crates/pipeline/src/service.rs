@@ -33,9 +33,7 @@ use uuid::Uuid;
 use crate::{
     currency,
     rules::{self, Broken, MoveError, ObjectType, PipelineDef, StageDef, StageKind},
-    store::{
-        self, Kind, LeadRow, ListQuery, OppRow, PipelineRow, Row, Set, TicketRow,
-    },
+    store::{self, Kind, LeadRow, ListQuery, OppRow, PipelineRow, Row, Set, TicketRow},
 };
 
 /// The event source name.
@@ -358,7 +356,12 @@ struct SortKey {
     cast: &'static str,
 }
 
-const fn sk(name: &'static str, rest: &'static str, expr: &'static str, cast: &'static str) -> SortKey {
+const fn sk(
+    name: &'static str,
+    rest: &'static str,
+    expr: &'static str,
+    cast: &'static str,
+) -> SortKey {
     SortKey {
         name,
         rest,
@@ -432,7 +435,12 @@ fn uuid_filter(
     })
 }
 
-fn text_filter(field: &'static str, rest: &'static str, column: &'static str, raw: &str) -> Option<Filter> {
+fn text_filter(
+    field: &'static str,
+    rest: &'static str,
+    column: &'static str,
+    raw: &str,
+) -> Option<Filter> {
     let s = raw.trim();
     (!s.is_empty()).then(|| Filter {
         field,
@@ -535,7 +543,9 @@ impl Pipelines {
         match res {
             Ok(u) if u.get_ref().user.as_ref().is_some_and(|u| !u.disabled) => Ok(()),
             Ok(_) => Err(ApiError::invalid(field, "is a disabled user")),
-            Err(s) if s.code() == tonic::Code::NotFound => Err(ApiError::invalid(field, "no such user")),
+            Err(s) if s.code() == tonic::Code::NotFound => {
+                Err(ApiError::invalid(field, "no such user"))
+            }
             Err(s) => Err(ApiError::from_status(&s)),
         }
     }
@@ -593,7 +603,12 @@ impl Pipelines {
     // ---- generic record operations ----------------------------------------------------
 
     /// A live record the caller may read, or "not found".
-    async fn read<R: Row>(&self, caller: &Caller, kind: Kind, id: &str) -> ApiResult<(Arc<Access>, R)> {
+    async fn read<R: Row>(
+        &self,
+        caller: &Caller,
+        kind: Kind,
+        id: &str,
+    ) -> ApiResult<(Arc<Access>, R)> {
         let access = self.access(caller).await?;
         let reach = access
             .require(kind.name(), "read")
@@ -755,7 +770,13 @@ impl Pipelines {
         Ok((access, rows.into_iter().map(|l| l.row).collect(), next))
     }
 
-    async fn delete<R: Row>(&self, caller: &Caller, kind: Kind, id: &str, etag_in: &str) -> ApiResult<()> {
+    async fn delete<R: Row>(
+        &self,
+        caller: &Caller,
+        kind: Kind,
+        id: &str,
+        etag_in: &str,
+    ) -> ApiResult<()> {
         let access = self.access(caller).await?;
         let id = path_id(kind.name(), id)?;
         let tx = self.tx(caller.tenant).await?;
@@ -775,7 +796,12 @@ impl Pipelines {
         Ok(())
     }
 
-    async fn restore<R: Row>(&self, caller: &Caller, kind: Kind, id: &str) -> ApiResult<(Arc<Access>, R)> {
+    async fn restore<R: Row>(
+        &self,
+        caller: &Caller,
+        kind: Kind,
+        id: &str,
+    ) -> ApiResult<(Arc<Access>, R)> {
         let access = self.access(caller).await?;
         let reach = access
             .require(kind.name(), "delete")
@@ -860,7 +886,12 @@ pub async fn emit(
 // ---- pipelines -------------------------------------------------------------------------------
 
 impl Pipelines {
-    fn check_stages(&self, v: &mut Violations, ot: ObjectType, stages: &[pb::Stage]) -> Vec<StageDef> {
+    fn check_stages(
+        &self,
+        v: &mut Violations,
+        ot: ObjectType,
+        stages: &[pb::Stage],
+    ) -> Vec<StageDef> {
         v.check(stages.is_empty(), "stages", "must list at least one stage");
         v.check(
             stages.len() > MAX_STAGES,
@@ -909,7 +940,10 @@ impl Pipelines {
             });
         }
         if !out.is_empty() && !out.iter().any(|s| s.kind == StageKind::Open && !s.retired) {
-            v.add("stages", "needs at least one open stage that is not retired");
+            v.add(
+                "stages",
+                "needs at least one open stage that is not retired",
+            );
         }
         out
     }
@@ -923,7 +957,10 @@ impl Pipelines {
         let mut out = BTreeMap::new();
         for (from, to) in t {
             if !known(from) {
-                v.add(format!("allowed_transitions.{from}"), "names no stage of the pipeline");
+                v.add(
+                    format!("allowed_transitions.{from}"),
+                    "names no stage of the pipeline",
+                );
                 continue;
             }
             for k in &to.keys {
@@ -938,7 +975,11 @@ impl Pipelines {
         out
     }
 
-    pub async fn list_pipelines(&self, caller: &Caller, object_type: &str) -> ApiResult<Vec<pb::Pipeline>> {
+    pub async fn list_pipelines(
+        &self,
+        caller: &Caller,
+        object_type: &str,
+    ) -> ApiResult<Vec<pb::Pipeline>> {
         let access = self.access(caller).await?;
         access.require("pipeline", "read")?;
         let ot = object_type.trim();
@@ -955,8 +996,15 @@ impl Pipelines {
     /// Creates the tenant's default pipelines on first use, with their events.
     async fn defaults(&self, tx: &TenantTx, caller: &Caller) -> ApiResult<()> {
         for p in store::ensure_defaults(tx, Some(caller.subject)).await? {
-            self.emit(tx, Some(caller.subject), "pipeline.created", p.id, None, Some(p.to_json()))
-                .await?;
+            self.emit(
+                tx,
+                Some(caller.subject),
+                "pipeline.created",
+                p.id,
+                None,
+                Some(p.to_json()),
+            )
+            .await?;
         }
         Ok(())
     }
@@ -974,7 +1022,11 @@ impl Pipelines {
             .ok_or_else(|| ApiError::not_found("pipeline"))
     }
 
-    pub async fn create_pipeline(&self, caller: &Caller, r: pb::CreatePipelineRequest) -> ApiResult<pb::Pipeline> {
+    pub async fn create_pipeline(
+        &self,
+        caller: &Caller,
+        r: pb::CreatePipelineRequest,
+    ) -> ApiResult<pb::Pipeline> {
         let fp = fingerprint(&pb::CreatePipelineRequest {
             request_id: String::new(),
             ..r.clone()
@@ -985,14 +1037,19 @@ impl Pipelines {
         let name = text(&mut v, "name", &r.name, true, MAX_TEXT).unwrap_or_default();
         let ot = ObjectType::parse(r.object_type.trim());
         v.check(ot.is_none(), "object_type", "must be deal or ticket");
-        v.check(r.request_id.len() > 255, "request_id", "must be at most 255 characters");
+        v.check(
+            r.request_id.len() > 255,
+            "request_id",
+            "must be at most 255 characters",
+        );
         let ot = ot.unwrap_or(ObjectType::Deal);
         let stages = self.check_stages(&mut v, ot, &r.stages);
         let transitions = Self::check_transitions(&mut v, &stages, &r.allowed_transitions);
         v.finish()?;
         let tx = self.tx(caller.tenant).await?;
         if !r.request_id.is_empty()
-            && let Some(id) = idempotency::find(&tx, store::SCHEMA, "pipeline", &r.request_id, &fp).await?
+            && let Some(id) =
+                idempotency::find(&tx, store::SCHEMA, "pipeline", &r.request_id, &fp).await?
         {
             let p = store::pipeline(&tx, id)
                 .await?
@@ -1002,9 +1059,17 @@ impl Pipelines {
         }
         self.defaults(&tx, caller).await?;
         let id = Uuid::now_v7();
-        let p = store::insert_pipeline(&tx, id, ot, &name, &stages, &transitions, caller.subject).await?;
-        self.emit(&tx, Some(caller.subject), "pipeline.created", id, None, Some(p.to_json()))
+        let p = store::insert_pipeline(&tx, id, ot, &name, &stages, &transitions, caller.subject)
             .await?;
+        self.emit(
+            &tx,
+            Some(caller.subject),
+            "pipeline.created",
+            id,
+            None,
+            Some(p.to_json()),
+        )
+        .await?;
         if !r.request_id.is_empty() {
             idempotency::remember(&tx, store::SCHEMA, "pipeline", &r.request_id, &fp, id).await?;
         }
@@ -1012,7 +1077,11 @@ impl Pipelines {
         Ok(pipeline_pb(&p))
     }
 
-    pub async fn update_pipeline(&self, caller: &Caller, r: pb::UpdatePipelineRequest) -> ApiResult<pb::Pipeline> {
+    pub async fn update_pipeline(
+        &self,
+        caller: &Caller,
+        r: pb::UpdatePipelineRequest,
+    ) -> ApiResult<pb::Pipeline> {
         let access = self.access(caller).await?;
         access
             .require("pipeline", "read")
@@ -1023,7 +1092,10 @@ impl Pipelines {
         v.check(paths.is_empty(), "update_mask", "names no field to change");
         for p in &paths {
             if !matches!(p.as_str(), "name" | "stages" | "allowed_transitions") {
-                v.add("update_mask", format!("{p:?} cannot change; name, stages and allowed_transitions can"));
+                v.add(
+                    "update_mask",
+                    format!("{p:?} cannot change; name, stages and allowed_transitions can"),
+                );
             }
         }
         v.finish()?;
@@ -1083,10 +1155,18 @@ impl Pipelines {
                 }]));
             }
         }
-        let p = store::update_pipeline(&tx, id, &name, &stages, &transitions, caller.subject).await?;
+        let p =
+            store::update_pipeline(&tx, id, &name, &stages, &transitions, caller.subject).await?;
         let (before, after) = diff(&current.to_json(), &p.to_json());
-        self.emit(&tx, Some(caller.subject), "pipeline.updated", id, Some(before), Some(after))
-            .await?;
+        self.emit(
+            &tx,
+            Some(caller.subject),
+            "pipeline.updated",
+            id,
+            Some(before),
+            Some(after),
+        )
+        .await?;
         tx.commit().await?;
         Ok(pipeline_pb(&p))
     }
@@ -1141,9 +1221,27 @@ impl Pipelines {
         let mut v = Violations::new();
         let filters = [
             text_filter("stage", "stage", "stage", &r.stage),
-            uuid_filter(&mut v, "owner_user_id", "ownerUserId", "owner_user_id", &r.owner_user_id),
-            uuid_filter(&mut v, "account_id", "accountId", "account_id", &r.account_id),
-            uuid_filter(&mut v, "pipeline_id", "pipelineId", "pipeline_id", &r.pipeline_id),
+            uuid_filter(
+                &mut v,
+                "owner_user_id",
+                "ownerUserId",
+                "owner_user_id",
+                &r.owner_user_id,
+            ),
+            uuid_filter(
+                &mut v,
+                "account_id",
+                "accountId",
+                "account_id",
+                &r.account_id,
+            ),
+            uuid_filter(
+                &mut v,
+                "pipeline_id",
+                "pipelineId",
+                "pipeline_id",
+                &r.pipeline_id,
+            ),
         ]
         .into_iter()
         .flatten()
@@ -1213,7 +1311,11 @@ impl Pipelines {
         let pipeline_id = uuid_opt(&mut v, "pipeline_id", &r.pipeline_id);
         let owner = uuid_opt(&mut v, "owner_user_id", &r.owner_user_id);
         v.text("stage", &r.stage);
-        v.check(r.request_id.len() > 255, "request_id", "must be at most 255 characters");
+        v.check(
+            r.request_id.len() > 255,
+            "request_id",
+            "must be at most 255 characters",
+        );
         v.finish()?;
         let owner = owner.or((!access.is_client).then_some(caller.subject));
         let account = account.ok_or_else(|| ApiError::invalid("account_id", "is required"))?;
@@ -1230,7 +1332,8 @@ impl Pipelines {
             tx.commit().await?;
         }
         self.check_account(caller, "account_id", account).await?;
-        self.check_owner(caller, &reach, "owner_user_id", owner).await?;
+        self.check_owner(caller, &reach, "owner_user_id", owner)
+            .await?;
         let tx = self.tx(caller.tenant).await?;
         let p = self
             .target_pipeline(&tx, caller, ObjectType::Deal, pipeline_id)
@@ -1296,13 +1399,31 @@ impl Pipelines {
             Some(caller.subject),
         )
         .await?;
-        store::record_move(&tx, Kind::Opportunity, id, p.id, None, &stage, Some(caller.subject), now, 0)
-            .await?;
+        store::record_move(
+            &tx,
+            Kind::Opportunity,
+            id,
+            p.id,
+            None,
+            &stage,
+            Some(caller.subject),
+            now,
+            0,
+        )
+        .await?;
         let o: OppRow = Self::fetch_live(&tx, Kind::Opportunity, id).await?;
-        self.emit(&tx, Some(caller.subject), "opportunity.created", id, None, Some(o.to_json()))
-            .await?;
+        self.emit(
+            &tx,
+            Some(caller.subject),
+            "opportunity.created",
+            id,
+            None,
+            Some(o.to_json()),
+        )
+        .await?;
         if !r.request_id.is_empty() {
-            idempotency::remember(&tx, store::SCHEMA, "opportunity", &r.request_id, &fp, id).await?;
+            idempotency::remember(&tx, store::SCHEMA, "opportunity", &r.request_id, &fp, id)
+                .await?;
         }
         tx.commit().await?;
         Ok(opp_pb(&access, &o))
@@ -1354,21 +1475,39 @@ impl Pipelines {
             }
         }
         if has("name") {
-            sets.push(Set::new("name", text(&mut v, "name", &r.name, true, MAX_TEXT)));
+            sets.push(Set::new(
+                "name",
+                text(&mut v, "name", &r.name, true, MAX_TEXT),
+            ));
         }
         if has("amount_cents") {
-            sets.push(Set::new("amount_cents", amount_opt(&mut v, "amount_cents", r.amount_cents)));
+            sets.push(Set::new(
+                "amount_cents",
+                amount_opt(&mut v, "amount_cents", r.amount_cents),
+            ));
         }
         if has("currency") {
-            sets.push(Set::new("currency", currency_opt(&mut v, "currency", &r.currency)));
+            sets.push(Set::new(
+                "currency",
+                currency_opt(&mut v, "currency", &r.currency),
+            ));
         }
         if has("close_date") {
-            sets.push(Set::new("close_date", date_opt(&mut v, "close_date", &r.close_date)));
+            sets.push(Set::new(
+                "close_date",
+                date_opt(&mut v, "close_date", &r.close_date),
+            ));
         }
         if has("lost_reason") {
             sets.push(Set::new(
                 "lost_reason",
-                text(&mut v, "lost_reason", &r.lost_reason, false, MAX_DESCRIPTION),
+                text(
+                    &mut v,
+                    "lost_reason",
+                    &r.lost_reason,
+                    false,
+                    MAX_DESCRIPTION,
+                ),
             ));
         }
         if has("owner_user_id") {
@@ -1380,20 +1519,33 @@ impl Pipelines {
             self.check_account(caller, "account_id", a).await?;
         }
         let tx = self.tx(caller.tenant).await?;
-        let current: OppRow = self.lock(&tx, &access, Kind::Opportunity, id, "update").await?;
+        let current: OppRow = self
+            .lock(&tx, &access, Kind::Opportunity, id, "update")
+            .await?;
         check_version(&r.etag, current.version)?;
         if has("owner_user_id") && owner != current.owner_user_id {
             let reach = access.require("opportunity", "update")?;
-            self.check_owner(caller, &reach, "owner_user_id", owner).await?;
+            self.check_owner(caller, &reach, "owner_user_id", owner)
+                .await?;
         }
         store::update(&tx, Kind::Opportunity, id, sets, caller.subject).await?;
         let after: OppRow = Self::fetch_live(&tx, Kind::Opportunity, id).await?;
         if after.amount_cents.is_some() && after.currency.is_none() {
-            return Err(ApiError::invalid("currency", "is required with amount_cents"));
+            return Err(ApiError::invalid(
+                "currency",
+                "is required with amount_cents",
+            ));
         }
         let (b, a) = diff(&current.to_json(), &after.to_json());
-        self.emit(&tx, Some(caller.subject), "opportunity.updated", id, Some(b), Some(a))
-            .await?;
+        self.emit(
+            &tx,
+            Some(caller.subject),
+            "opportunity.updated",
+            id,
+            Some(b),
+            Some(a),
+        )
+        .await?;
         if after.owner_user_id != current.owner_user_id {
             self.emit(
                 &tx,
@@ -1475,12 +1627,26 @@ impl Pipelines {
         .await?;
         match kind {
             StageKind::Won => {
-                self.emit(tx, Some(caller.subject), "opportunity.won", current.id, None, Some(after.to_json()))
-                    .await?
+                self.emit(
+                    tx,
+                    Some(caller.subject),
+                    "opportunity.won",
+                    current.id,
+                    None,
+                    Some(after.to_json()),
+                )
+                .await?
             }
             StageKind::Lost => {
-                self.emit(tx, Some(caller.subject), "opportunity.lost", current.id, None, Some(after.to_json()))
-                    .await?
+                self.emit(
+                    tx,
+                    Some(caller.subject),
+                    "opportunity.lost",
+                    current.id,
+                    None,
+                    Some(after.to_json()),
+                )
+                .await?
             }
             StageKind::Open => {}
         }
@@ -1497,16 +1663,32 @@ impl Pipelines {
         let mut v = Violations::new();
         v.check(r.stage.trim().is_empty(), "stage", "is required");
         v.text("stage", &r.stage);
-        let lost = text(&mut v, "lost_reason", &r.lost_reason, false, MAX_DESCRIPTION);
+        let lost = text(
+            &mut v,
+            "lost_reason",
+            &r.lost_reason,
+            false,
+            MAX_DESCRIPTION,
+        );
         v.finish()?;
         let tx = self.tx(caller.tenant).await?;
-        let current: OppRow = self.lock(&tx, &access, Kind::Opportunity, id, "update").await?;
+        let current: OppRow = self
+            .lock(&tx, &access, Kind::Opportunity, id, "update")
+            .await?;
         check_version(&r.etag, current.version)?;
         let p = store::pipeline(&tx, current.pipeline_id)
             .await?
             .ok_or_else(|| ApiError::internal("pipeline of an opportunity missing"))?;
         let moved = self
-            .move_opportunity(&tx, caller, &access, &current, &p, r.stage.trim(), lost.as_deref())
+            .move_opportunity(
+                &tx,
+                caller,
+                &access,
+                &current,
+                &p,
+                r.stage.trim(),
+                lost.as_deref(),
+            )
             .await?;
         tx.commit().await?;
         Ok(opp_pb(&access, moved.as_ref().unwrap_or(&current)))
@@ -1548,21 +1730,29 @@ impl Pipelines {
             v.check(r.stage.trim().is_empty(), "stage", "is required");
             v.text("stage", &r.stage);
         }
-        let lost = text(&mut v, "lost_reason", &r.lost_reason, false, MAX_DESCRIPTION);
+        let lost = text(
+            &mut v,
+            "lost_reason",
+            &r.lost_reason,
+            false,
+            MAX_DESCRIPTION,
+        );
         v.finish()?;
         let access = self.access(caller).await?;
         let read = access.require("opportunity", "read")?;
         let write = access.require("opportunity", "update")?;
         if owner.is_some() {
             access.check_writable("opportunity", ["ownerUserId"])?;
-            self.check_owner(caller, &write, "owner_user_id", owner).await?;
+            self.check_owner(caller, &write, "owner_user_id", owner)
+                .await?;
         }
         let tx = self.tx(caller.tenant).await?;
-        let found: HashMap<Uuid, OppRow> = store::fetch_many::<OppRow>(&tx, Kind::Opportunity, &ids, &read)
-            .await?
-            .into_iter()
-            .map(|r| (r.id, r))
-            .collect();
+        let found: HashMap<Uuid, OppRow> =
+            store::fetch_many::<OppRow>(&tx, Kind::Opportunity, &ids, &read)
+                .await?
+                .into_iter()
+                .map(|r| (r.id, r))
+                .collect();
         let mut pipelines: HashMap<Uuid, PipelineRow> = HashMap::new();
         let mut results = Vec::with_capacity(ids.len());
         let mut done = Vec::new();
@@ -1578,17 +1768,34 @@ impl Pipelines {
                 continue;
             };
             if !write.covers(current.owner_user_id) {
-                results.push(result("PERMISSION_DENIED", "your role may not update this opportunity", ""));
+                results.push(result(
+                    "PERMISSION_DENIED",
+                    "your role may not update this opportunity",
+                    "",
+                ));
                 continue;
             }
             if let Some(owner) = owner {
                 if current.owner_user_id != Some(owner) {
-                    store::update(&tx, Kind::Opportunity, *id, vec![Set::new("owner_user_id", owner)], caller.subject)
-                        .await?;
+                    store::update(
+                        &tx,
+                        Kind::Opportunity,
+                        *id,
+                        vec![Set::new("owner_user_id", owner)],
+                        caller.subject,
+                    )
+                    .await?;
                     let after: OppRow = Self::fetch_live(&tx, Kind::Opportunity, *id).await?;
                     let (b, a) = diff(&current.to_json(), &after.to_json());
-                    self.emit(&tx, Some(caller.subject), "opportunity.updated", *id, Some(b), Some(a))
-                        .await?;
+                    self.emit(
+                        &tx,
+                        Some(caller.subject),
+                        "opportunity.updated",
+                        *id,
+                        Some(b),
+                        Some(a),
+                    )
+                    .await?;
                     self.emit(
                         &tx,
                         Some(caller.subject),
@@ -1609,7 +1816,15 @@ impl Pipelines {
                     return Err(ApiError::internal("pipeline of an opportunity missing"));
                 };
                 match self
-                    .move_opportunity(&tx, caller, &access, current, p, r.stage.trim(), lost.as_deref())
+                    .move_opportunity(
+                        &tx,
+                        caller,
+                        &access,
+                        current,
+                        p,
+                        r.stage.trim(),
+                        lost.as_deref(),
+                    )
                     .await
                 {
                     Ok(_) => {}
@@ -1663,12 +1878,25 @@ impl Pipelines {
         let kind = match r.entity_type.trim() {
             "" | "opportunity" => Kind::Opportunity,
             "ticket" => Kind::Ticket,
-            _ => return Err(ApiError::invalid("entity_type", "must be opportunity or ticket")),
+            _ => {
+                return Err(ApiError::invalid(
+                    "entity_type",
+                    "must be opportunity or ticket",
+                ));
+            }
         };
         let size = page_size(r.page_size, "page_size")?;
         let owner = match kind {
-            Kind::Ticket => self.read::<TicketRow>(caller, kind, &r.entity_id).await?.1.owner(),
-            _ => self.read::<OppRow>(caller, kind, &r.entity_id).await?.1.owner(),
+            Kind::Ticket => self
+                .read::<TicketRow>(caller, kind, &r.entity_id)
+                .await?
+                .1
+                .owner(),
+            _ => self
+                .read::<OppRow>(caller, kind, &r.entity_id)
+                .await?
+                .1
+                .owner(),
         };
         let _ = owner;
         let id = path_id(kind.name(), &r.entity_id)?;
@@ -1687,7 +1915,10 @@ impl Pipelines {
         if rows.len() as u64 > size {
             rows.truncate(size as usize);
             if let Some(last) = rows.last() {
-                next = self.inner.pages.encode(caller.tenant, &fp, &last.id.to_string());
+                next = self
+                    .inner
+                    .pages
+                    .encode(caller.tenant, &fp, &last.id.to_string());
             }
         }
         Ok(pb::ListStageHistoryResponse {
@@ -1720,7 +1951,11 @@ fn ticket_has(r: &TicketRow) -> impl Fn(&str) -> bool + '_ {
 }
 
 impl Pipelines {
-    pub async fn list_tickets(&self, caller: &Caller, r: pb::ListTicketsRequest) -> ApiResult<pb::ListTicketsResponse> {
+    pub async fn list_tickets(
+        &self,
+        caller: &Caller,
+        r: pb::ListTicketsRequest,
+    ) -> ApiResult<pb::ListTicketsResponse> {
         let mut v = Violations::new();
         let priority = r.priority.trim();
         v.check(
@@ -1731,9 +1966,27 @@ impl Pipelines {
         let filters = [
             text_filter("stage", "stage", "stage", &r.stage),
             text_filter("priority", "priority", "priority", priority),
-            uuid_filter(&mut v, "assignee_user_id", "assigneeUserId", "assignee_user_id", &r.assignee_user_id),
-            uuid_filter(&mut v, "account_id", "accountId", "account_id", &r.account_id),
-            uuid_filter(&mut v, "pipeline_id", "pipelineId", "pipeline_id", &r.pipeline_id),
+            uuid_filter(
+                &mut v,
+                "assignee_user_id",
+                "assigneeUserId",
+                "assignee_user_id",
+                &r.assignee_user_id,
+            ),
+            uuid_filter(
+                &mut v,
+                "account_id",
+                "accountId",
+                "account_id",
+                &r.account_id,
+            ),
+            uuid_filter(
+                &mut v,
+                "pipeline_id",
+                "pipelineId",
+                "pipeline_id",
+                &r.pipeline_id,
+            ),
         ]
         .into_iter()
         .flatten()
@@ -1765,7 +2018,11 @@ impl Pipelines {
         Ok(ticket_pb(&access, &r))
     }
 
-    pub async fn create_ticket(&self, caller: &Caller, r: pb::CreateTicketRequest) -> ApiResult<pb::Ticket> {
+    pub async fn create_ticket(
+        &self,
+        caller: &Caller,
+        r: pb::CreateTicketRequest,
+    ) -> ApiResult<pb::Ticket> {
         let fp = fingerprint(&pb::CreateTicketRequest {
             request_id: String::new(),
             ..r.clone()
@@ -1786,7 +2043,13 @@ impl Pipelines {
         access.check_writable("ticket", given)?;
         let mut v = Violations::new();
         let subject = text(&mut v, "subject", &r.subject, true, MAX_TEXT).unwrap_or_default();
-        let description = text(&mut v, "description", &r.description, false, MAX_DESCRIPTION);
+        let description = text(
+            &mut v,
+            "description",
+            &r.description,
+            false,
+            MAX_DESCRIPTION,
+        );
         let contact = uuid_opt(&mut v, "contact_id", &r.contact_id);
         let account = uuid_opt(&mut v, "account_id", &r.account_id);
         let priority = match r.priority.trim() {
@@ -1800,13 +2063,18 @@ impl Pipelines {
         let pipeline_id = uuid_opt(&mut v, "pipeline_id", &r.pipeline_id);
         let assignee = uuid_opt(&mut v, "assignee_user_id", &r.assignee_user_id);
         v.text("stage", &r.stage);
-        v.check(r.request_id.len() > 255, "request_id", "must be at most 255 characters");
+        v.check(
+            r.request_id.len() > 255,
+            "request_id",
+            "must be at most 255 characters",
+        );
         v.finish()?;
         let assignee = assignee.or((!access.is_client).then_some(caller.subject));
         {
             let tx = self.tx(caller.tenant).await?;
             if !r.request_id.is_empty()
-                && let Some(id) = idempotency::find(&tx, store::SCHEMA, "ticket", &r.request_id, &fp).await?
+                && let Some(id) =
+                    idempotency::find(&tx, store::SCHEMA, "ticket", &r.request_id, &fp).await?
             {
                 let t: TicketRow = Self::fetch_live(&tx, Kind::Ticket, id).await?;
                 tx.commit().await?;
@@ -1820,9 +2088,12 @@ impl Pipelines {
         if let Some(c) = contact {
             self.check_contact(caller, "contact_id", c).await?;
         }
-        self.check_owner(caller, &reach, "assignee_user_id", assignee).await?;
+        self.check_owner(caller, &reach, "assignee_user_id", assignee)
+            .await?;
         let tx = self.tx(caller.tenant).await?;
-        let p = self.target_pipeline(&tx, caller, ObjectType::Ticket, pipeline_id).await?;
+        let p = self
+            .target_pipeline(&tx, caller, ObjectType::Ticket, pipeline_id)
+            .await?;
         let def = p.def();
         let stage = match r.stage.trim() {
             "" => def
@@ -1868,10 +2139,28 @@ impl Pipelines {
             Some(caller.subject),
         )
         .await?;
-        store::record_move(&tx, Kind::Ticket, id, p.id, None, &stage, Some(caller.subject), now, 0).await?;
+        store::record_move(
+            &tx,
+            Kind::Ticket,
+            id,
+            p.id,
+            None,
+            &stage,
+            Some(caller.subject),
+            now,
+            0,
+        )
+        .await?;
         let t: TicketRow = Self::fetch_live(&tx, Kind::Ticket, id).await?;
-        self.emit(&tx, Some(caller.subject), "ticket.created", id, None, Some(t.to_json()))
-            .await?;
+        self.emit(
+            &tx,
+            Some(caller.subject),
+            "ticket.created",
+            id,
+            None,
+            Some(t.to_json()),
+        )
+        .await?;
         if !r.request_id.is_empty() {
             idempotency::remember(&tx, store::SCHEMA, "ticket", &r.request_id, &fp, id).await?;
         }
@@ -1879,7 +2168,11 @@ impl Pipelines {
         Ok(ticket_pb(&access, &t))
     }
 
-    pub async fn update_ticket(&self, caller: &Caller, r: pb::UpdateTicketRequest) -> ApiResult<pb::Ticket> {
+    pub async fn update_ticket(
+        &self,
+        caller: &Caller,
+        r: pb::UpdateTicketRequest,
+    ) -> ApiResult<pb::Ticket> {
         let access = self.access(caller).await?;
         access
             .require("ticket", "read")
@@ -1891,7 +2184,10 @@ impl Pipelines {
         let mut rest = Vec::new();
         for p in &paths {
             match p.as_str() {
-                "stage" => v.add("stage", "changes only through POST /tickets/{id}/stage (MoveTicketStage)"),
+                "stage" => v.add(
+                    "stage",
+                    "changes only through POST /tickets/{id}/stage (MoveTicketStage)",
+                ),
                 "pipeline_id" => v.add("pipeline_id", "cannot change"),
                 "subject" => rest.push("subject"),
                 "description" => rest.push("description"),
@@ -1909,12 +2205,21 @@ impl Pipelines {
         let mut sets = Vec::new();
         let (mut account, mut contact, mut assignee) = (None, None, None);
         if has("subject") {
-            sets.push(Set::new("subject", text(&mut v, "subject", &r.subject, true, MAX_TEXT)));
+            sets.push(Set::new(
+                "subject",
+                text(&mut v, "subject", &r.subject, true, MAX_TEXT),
+            ));
         }
         if has("description") {
             sets.push(Set::new(
                 "description",
-                text(&mut v, "description", &r.description, false, MAX_DESCRIPTION),
+                text(
+                    &mut v,
+                    "description",
+                    &r.description,
+                    false,
+                    MAX_DESCRIPTION,
+                ),
             ));
         }
         if has("contact_id") {
@@ -1927,7 +2232,11 @@ impl Pipelines {
         }
         if has("priority") {
             let p = r.priority.trim();
-            v.check(!PRIORITIES.contains(&p), "priority", "must be low, normal, high or urgent");
+            v.check(
+                !PRIORITIES.contains(&p),
+                "priority",
+                "must be low, normal, high or urgent",
+            );
             sets.push(Set::new("priority", p.to_owned()));
         }
         if has("assignee_user_id") {
@@ -1946,18 +2255,30 @@ impl Pipelines {
         check_version(&r.etag, current.version)?;
         if has("assignee_user_id") && assignee != current.assignee_user_id {
             let reach = access.require("ticket", "update")?;
-            self.check_owner(caller, &reach, "assignee_user_id", assignee).await?;
+            self.check_owner(caller, &reach, "assignee_user_id", assignee)
+                .await?;
         }
         store::update(&tx, Kind::Ticket, id, sets, caller.subject).await?;
         let after: TicketRow = Self::fetch_live(&tx, Kind::Ticket, id).await?;
         let (b, a) = diff(&current.to_json(), &after.to_json());
-        self.emit(&tx, Some(caller.subject), "ticket.updated", id, Some(b), Some(a))
-            .await?;
+        self.emit(
+            &tx,
+            Some(caller.subject),
+            "ticket.updated",
+            id,
+            Some(b),
+            Some(a),
+        )
+        .await?;
         tx.commit().await?;
         Ok(ticket_pb(&access, &after))
     }
 
-    pub async fn move_ticket_stage(&self, caller: &Caller, r: pb::MoveTicketStageRequest) -> ApiResult<pb::Ticket> {
+    pub async fn move_ticket_stage(
+        &self,
+        caller: &Caller,
+        r: pb::MoveTicketStageRequest,
+    ) -> ApiResult<pb::Ticket> {
         let access = self.access(caller).await?;
         let id = path_id("ticket", &r.id)?;
         let mut v = Violations::new();
@@ -1991,13 +2312,26 @@ impl Pipelines {
             &tx,
             Kind::Ticket,
             id,
-            vec![Set::new("stage", to.to_owned()), Set::new("stage_entered_at", now)],
+            vec![
+                Set::new("stage", to.to_owned()),
+                Set::new("stage_entered_at", now),
+            ],
             caller.subject,
         )
         .await?;
         let seconds = (now - current.stage_entered_at).num_seconds().max(0);
-        store::record_move(&tx, Kind::Ticket, id, p.id, Some(&current.stage), to, Some(caller.subject), now, seconds)
-            .await?;
+        store::record_move(
+            &tx,
+            Kind::Ticket,
+            id,
+            p.id,
+            Some(&current.stage),
+            to,
+            Some(caller.subject),
+            now,
+            seconds,
+        )
+        .await?;
         let after: TicketRow = Self::fetch_live(&tx, Kind::Ticket, id).await?;
         self.emit(
             &tx,
@@ -2033,7 +2367,11 @@ impl Pipelines {
         Some(e)
     }
 
-    pub async fn list_leads(&self, caller: &Caller, r: pb::ListLeadsRequest) -> ApiResult<pb::ListLeadsResponse> {
+    pub async fn list_leads(
+        &self,
+        caller: &Caller,
+        r: pb::ListLeadsRequest,
+    ) -> ApiResult<pb::ListLeadsResponse> {
         let mut v = Violations::new();
         let status = r.status.trim();
         v.check(
@@ -2044,7 +2382,13 @@ impl Pipelines {
         let filters = [
             text_filter("status", "status", "status", status),
             text_filter("source", "source", "source", &r.source),
-            uuid_filter(&mut v, "owner_user_id", "ownerUserId", "owner_user_id", &r.owner_user_id),
+            uuid_filter(
+                &mut v,
+                "owner_user_id",
+                "ownerUserId",
+                "owner_user_id",
+                &r.owner_user_id,
+            ),
         ]
         .into_iter()
         .flatten()
@@ -2076,7 +2420,11 @@ impl Pipelines {
         Ok(lead_pb(&access, &r))
     }
 
-    pub async fn create_lead(&self, caller: &Caller, r: pb::CreateLeadRequest) -> ApiResult<pb::Lead> {
+    pub async fn create_lead(
+        &self,
+        caller: &Caller,
+        r: pb::CreateLeadRequest,
+    ) -> ApiResult<pb::Lead> {
         let fp = fingerprint(&pb::CreateLeadRequest {
             request_id: String::new(),
             ..r.clone()
@@ -2105,7 +2453,10 @@ impl Pipelines {
         let status = match r.status.trim() {
             "" => "new".to_owned(),
             "converted" => {
-                v.add("status", "becomes converted only through POST /leads/{id}/convert");
+                v.add(
+                    "status",
+                    "becomes converted only through POST /leads/{id}/convert",
+                );
                 String::new()
             }
             s if STATUSES.contains(&s) => s.to_owned(),
@@ -2115,13 +2466,18 @@ impl Pipelines {
             }
         };
         let owner = uuid_opt(&mut v, "owner_user_id", &r.owner_user_id);
-        v.check(r.request_id.len() > 255, "request_id", "must be at most 255 characters");
+        v.check(
+            r.request_id.len() > 255,
+            "request_id",
+            "must be at most 255 characters",
+        );
         v.finish()?;
         let owner = owner.or((!access.is_client).then_some(caller.subject));
         {
             let tx = self.tx(caller.tenant).await?;
             if !r.request_id.is_empty()
-                && let Some(id) = idempotency::find(&tx, store::SCHEMA, "lead", &r.request_id, &fp).await?
+                && let Some(id) =
+                    idempotency::find(&tx, store::SCHEMA, "lead", &r.request_id, &fp).await?
             {
                 let l: LeadRow = Self::fetch_live(&tx, Kind::Lead, id).await?;
                 tx.commit().await?;
@@ -2129,7 +2485,8 @@ impl Pipelines {
             }
             tx.commit().await?;
         }
-        self.check_owner(caller, &reach, "owner_user_id", owner).await?;
+        self.check_owner(caller, &reach, "owner_user_id", owner)
+            .await?;
         let tx = self.tx(caller.tenant).await?;
         let id = Uuid::now_v7();
         store::insert(
@@ -2149,8 +2506,15 @@ impl Pipelines {
         )
         .await?;
         let l: LeadRow = Self::fetch_live(&tx, Kind::Lead, id).await?;
-        self.emit(&tx, Some(caller.subject), "lead.created", id, None, Some(l.to_json()))
-            .await?;
+        self.emit(
+            &tx,
+            Some(caller.subject),
+            "lead.created",
+            id,
+            None,
+            Some(l.to_json()),
+        )
+        .await?;
         if !r.request_id.is_empty() {
             idempotency::remember(&tx, store::SCHEMA, "lead", &r.request_id, &fp, id).await?;
         }
@@ -2158,7 +2522,11 @@ impl Pipelines {
         Ok(lead_pb(&access, &l))
     }
 
-    pub async fn update_lead(&self, caller: &Caller, r: pb::UpdateLeadRequest) -> ApiResult<pb::Lead> {
+    pub async fn update_lead(
+        &self,
+        caller: &Caller,
+        r: pb::UpdateLeadRequest,
+    ) -> ApiResult<pb::Lead> {
         let access = self.access(caller).await?;
         access
             .require("lead", "read")
@@ -2193,21 +2561,33 @@ impl Pipelines {
             ));
         }
         if has("last_name") {
-            sets.push(Set::new("last_name", text(&mut v, "last_name", &r.last_name, true, MAX_TEXT)));
+            sets.push(Set::new(
+                "last_name",
+                text(&mut v, "last_name", &r.last_name, true, MAX_TEXT),
+            ));
         }
         if has("email") {
             sets.push(Set::new("email", self.email(&mut v, "email", &r.email)));
         }
         if has("company") {
-            sets.push(Set::new("company", text(&mut v, "company", &r.company, false, MAX_TEXT)));
+            sets.push(Set::new(
+                "company",
+                text(&mut v, "company", &r.company, false, MAX_TEXT),
+            ));
         }
         if has("source") {
-            sets.push(Set::new("source", text(&mut v, "source", &r.source, false, 100)));
+            sets.push(Set::new(
+                "source",
+                text(&mut v, "source", &r.source, false, 100),
+            ));
         }
         let status = r.status.trim();
         if has("status") {
             if status == "converted" {
-                v.add("status", "becomes converted only through POST /leads/{id}/convert");
+                v.add(
+                    "status",
+                    "becomes converted only through POST /leads/{id}/convert",
+                );
             } else {
                 v.check(
                     !STATUSES.contains(&status),
@@ -2230,13 +2610,21 @@ impl Pipelines {
         }
         if has("owner_user_id") && owner != current.owner_user_id {
             let reach = access.require("lead", "update")?;
-            self.check_owner(caller, &reach, "owner_user_id", owner).await?;
+            self.check_owner(caller, &reach, "owner_user_id", owner)
+                .await?;
         }
         store::update(&tx, Kind::Lead, id, sets, caller.subject).await?;
         let after: LeadRow = Self::fetch_live(&tx, Kind::Lead, id).await?;
         let (b, a) = diff(&current.to_json(), &after.to_json());
-        self.emit(&tx, Some(caller.subject), "lead.updated", id, Some(b), Some(a))
-            .await?;
+        self.emit(
+            &tx,
+            Some(caller.subject),
+            "lead.updated",
+            id,
+            Some(b),
+            Some(a),
+        )
+        .await?;
         tx.commit().await?;
         Ok(lead_pb(&access, &after))
     }
@@ -2244,13 +2632,23 @@ impl Pipelines {
     /// Converts a lead. The account and contact are made in accounts-contacts with request
     /// ids derived from the lead, so a retry after a failure part-way reuses what the first
     /// attempt made; the opportunity and the lead's new state commit together.
-    pub async fn convert_lead(&self, caller: &Caller, r: pb::ConvertLeadRequest) -> ApiResult<pb::ConvertLeadResponse> {
+    pub async fn convert_lead(
+        &self,
+        caller: &Caller,
+        r: pb::ConvertLeadRequest,
+    ) -> ApiResult<pb::ConvertLeadResponse> {
         let access = self.access(caller).await?;
         let id = path_id("lead", &r.id)?;
         let mut v = Violations::new();
         let account_given = uuid_opt(&mut v, "account_id", &r.account_id);
         let contact_given = uuid_opt(&mut v, "contact_id", &r.contact_id);
-        let opp_name = text(&mut v, "opportunity_name", &r.opportunity_name, false, MAX_TEXT);
+        let opp_name = text(
+            &mut v,
+            "opportunity_name",
+            &r.opportunity_name,
+            false,
+            MAX_TEXT,
+        );
         v.finish()?;
         let lead: LeadRow = {
             let tx = self.tx(caller.tenant).await?;
@@ -2269,7 +2667,11 @@ impl Pipelines {
             .company
             .clone()
             .filter(|c| !c.is_empty())
-            .unwrap_or_else(|| format!("{} {}", lead.first_name, lead.last_name).trim().to_owned());
+            .unwrap_or_else(|| {
+                format!("{} {}", lead.first_name, lead.last_name)
+                    .trim()
+                    .to_owned()
+            });
         let account_id = match account_given {
             Some(a) => {
                 self.check_account(caller, "account_id", a).await?;
@@ -2289,7 +2691,9 @@ impl Pipelines {
                     .map_err(|s| upstream(&s))?
                     .into_inner()
                     .account
-                    .ok_or_else(|| ApiError::internal("accounts-contacts answered without an account"))?;
+                    .ok_or_else(|| {
+                        ApiError::internal("accounts-contacts answered without an account")
+                    })?;
                 let aid = path_id("account", &a.id)?;
                 let tx = self.tx(caller.tenant).await?;
                 store::observe_account(&tx, aid, Some(&a.name), a.version, false).await?;
@@ -2324,7 +2728,9 @@ impl Pipelines {
                     .map_err(|s| upstream(&s))?
                     .into_inner()
                     .contact
-                    .ok_or_else(|| ApiError::internal("accounts-contacts answered without a contact"))?;
+                    .ok_or_else(|| {
+                        ApiError::internal("accounts-contacts answered without a contact")
+                    })?;
                 path_id("contact", &c.id)?
             }
         };
@@ -2335,7 +2741,9 @@ impl Pipelines {
         }
         let mut opportunity = None;
         if r.create_opportunity {
-            let p = self.target_pipeline(&tx, caller, ObjectType::Deal, None).await?;
+            let p = self
+                .target_pipeline(&tx, caller, ObjectType::Deal, None)
+                .await?;
             let stage = p
                 .def()
                 .first_open()
@@ -2350,7 +2758,10 @@ impl Pipelines {
                 oid,
                 vec![
                     Set::new("account_id", account_id),
-                    Set::new("name", opp_name.unwrap_or_else(|| format!("{account_name} deal"))),
+                    Set::new(
+                        "name",
+                        opp_name.unwrap_or_else(|| format!("{account_name} deal")),
+                    ),
                     Set::new("pipeline_id", p.id),
                     Set::new("stage", stage.clone()),
                     Set::new("stage_entered_at", now),
@@ -2359,11 +2770,28 @@ impl Pipelines {
                 Some(caller.subject),
             )
             .await?;
-            store::record_move(&tx, Kind::Opportunity, oid, p.id, None, &stage, Some(caller.subject), now, 0)
-                .await?;
+            store::record_move(
+                &tx,
+                Kind::Opportunity,
+                oid,
+                p.id,
+                None,
+                &stage,
+                Some(caller.subject),
+                now,
+                0,
+            )
+            .await?;
             let o: OppRow = Self::fetch_live(&tx, Kind::Opportunity, oid).await?;
-            self.emit(&tx, Some(caller.subject), "opportunity.created", oid, None, Some(o.to_json()))
-                .await?;
+            self.emit(
+                &tx,
+                Some(caller.subject),
+                "opportunity.created",
+                oid,
+                None,
+                Some(o.to_json()),
+            )
+            .await?;
             opportunity = Some(oid);
         }
         store::update(
@@ -2382,8 +2810,15 @@ impl Pipelines {
         .await?;
         let after: LeadRow = Self::fetch_live(&tx, Kind::Lead, id).await?;
         let (b, a) = diff(&current.to_json(), &after.to_json());
-        self.emit(&tx, Some(caller.subject), "lead.converted", id, Some(b), Some(a))
-            .await?;
+        self.emit(
+            &tx,
+            Some(caller.subject),
+            "lead.converted",
+            id,
+            Some(b),
+            Some(a),
+        )
+        .await?;
         tx.commit().await?;
         Ok(pb::ConvertLeadResponse {
             account_id: account_id.to_string(),
@@ -2432,7 +2867,11 @@ fn amounts(m: &BTreeMap<String, Sums>, hidden: bool) -> Vec<pb::CurrencyAmount> 
 }
 
 impl Pipelines {
-    pub async fn pipeline_report(&self, caller: &Caller, r: pb::GetPipelineReportRequest) -> ApiResult<pb::PipelineReport> {
+    pub async fn pipeline_report(
+        &self,
+        caller: &Caller,
+        r: pb::GetPipelineReportRequest,
+    ) -> ApiResult<pb::PipelineReport> {
         let access = self.access(caller).await?;
         access.require("report", "read")?;
         let reach = access.require("opportunity", "read")?;
@@ -2452,7 +2891,9 @@ impl Pipelines {
         };
         let hidden = access.is_hidden("opportunity", "amountCents");
         let tx = self.tx(caller.tenant).await?;
-        let p = self.target_pipeline(&tx, caller, ObjectType::Deal, pipeline_id).await?;
+        let p = self
+            .target_pipeline(&tx, caller, ObjectType::Deal, pipeline_id)
+            .await?;
         let groups = store::report(&tx, p.id, from, to, owner, &reach).await?;
         tx.commit().await?;
         Ok(build_report(&p, from, to, &groups, hidden))
@@ -2540,28 +2981,44 @@ type R<T> = Result<Response<T>, Status>;
 
 #[tonic::async_trait]
 impl PipelineService for Pipelines {
-    async fn list_pipelines(&self, req: Request<pb::ListPipelinesRequest>) -> R<pb::ListPipelinesResponse> {
+    async fn list_pipelines(
+        &self,
+        req: Request<pb::ListPipelinesRequest>,
+    ) -> R<pb::ListPipelinesResponse> {
         let c = caller(&req)?;
         let pipelines = Pipelines::list_pipelines(self, &c, &req.get_ref().object_type).await?;
         Ok(Response::new(pb::ListPipelinesResponse { pipelines }))
     }
 
-    async fn get_pipeline(&self, req: Request<pb::GetPipelineRequest>) -> R<pb::GetPipelineResponse> {
+    async fn get_pipeline(
+        &self,
+        req: Request<pb::GetPipelineRequest>,
+    ) -> R<pb::GetPipelineResponse> {
         let c = caller(&req)?;
         let p = Pipelines::get_pipeline(self, &c, &req.get_ref().id).await?;
         Ok(Response::new(pb::GetPipelineResponse { pipeline: Some(p) }))
     }
 
-    async fn create_pipeline(&self, req: Request<pb::CreatePipelineRequest>) -> R<pb::CreatePipelineResponse> {
+    async fn create_pipeline(
+        &self,
+        req: Request<pb::CreatePipelineRequest>,
+    ) -> R<pb::CreatePipelineResponse> {
         let c = caller(&req)?;
         let p = Pipelines::create_pipeline(self, &c, req.into_inner()).await?;
-        Ok(Response::new(pb::CreatePipelineResponse { pipeline: Some(p) }))
+        Ok(Response::new(pb::CreatePipelineResponse {
+            pipeline: Some(p),
+        }))
     }
 
-    async fn update_pipeline(&self, req: Request<pb::UpdatePipelineRequest>) -> R<pb::UpdatePipelineResponse> {
+    async fn update_pipeline(
+        &self,
+        req: Request<pb::UpdatePipelineRequest>,
+    ) -> R<pb::UpdatePipelineResponse> {
         let c = caller(&req)?;
         let p = Pipelines::update_pipeline(self, &c, req.into_inner()).await?;
-        Ok(Response::new(pb::UpdatePipelineResponse { pipeline: Some(p) }))
+        Ok(Response::new(pb::UpdatePipelineResponse {
+            pipeline: Some(p),
+        }))
     }
 
     async fn list_opportunities(
@@ -2574,10 +3031,15 @@ impl PipelineService for Pipelines {
         ))
     }
 
-    async fn get_opportunity(&self, req: Request<pb::GetOpportunityRequest>) -> R<pb::GetOpportunityResponse> {
+    async fn get_opportunity(
+        &self,
+        req: Request<pb::GetOpportunityRequest>,
+    ) -> R<pb::GetOpportunityResponse> {
         let c = caller(&req)?;
         let o = Pipelines::get_opportunity(self, &c, &req.get_ref().id).await?;
-        Ok(Response::new(pb::GetOpportunityResponse { opportunity: Some(o) }))
+        Ok(Response::new(pb::GetOpportunityResponse {
+            opportunity: Some(o),
+        }))
     }
 
     async fn create_opportunity(
@@ -2586,7 +3048,9 @@ impl PipelineService for Pipelines {
     ) -> R<pb::CreateOpportunityResponse> {
         let c = caller(&req)?;
         let o = Pipelines::create_opportunity(self, &c, req.into_inner()).await?;
-        Ok(Response::new(pb::CreateOpportunityResponse { opportunity: Some(o) }))
+        Ok(Response::new(pb::CreateOpportunityResponse {
+            opportunity: Some(o),
+        }))
     }
 
     async fn update_opportunity(
@@ -2595,7 +3059,9 @@ impl PipelineService for Pipelines {
     ) -> R<pb::UpdateOpportunityResponse> {
         let c = caller(&req)?;
         let o = Pipelines::update_opportunity(self, &c, req.into_inner()).await?;
-        Ok(Response::new(pb::UpdateOpportunityResponse { opportunity: Some(o) }))
+        Ok(Response::new(pb::UpdateOpportunityResponse {
+            opportunity: Some(o),
+        }))
     }
 
     async fn delete_opportunity(
@@ -2604,7 +3070,8 @@ impl PipelineService for Pipelines {
     ) -> R<pb::DeleteOpportunityResponse> {
         let c = caller(&req)?;
         let r = req.get_ref();
-        self.delete::<OppRow>(&c, Kind::Opportunity, &r.id, &r.etag).await?;
+        self.delete::<OppRow>(&c, Kind::Opportunity, &r.id, &r.etag)
+            .await?;
         Ok(Response::new(pb::DeleteOpportunityResponse {}))
     }
 
@@ -2627,7 +3094,9 @@ impl PipelineService for Pipelines {
     ) -> R<pb::MoveOpportunityStageResponse> {
         let c = caller(&req)?;
         let o = Pipelines::move_opportunity_stage(self, &c, req.into_inner()).await?;
-        Ok(Response::new(pb::MoveOpportunityStageResponse { opportunity: Some(o) }))
+        Ok(Response::new(pb::MoveOpportunityStageResponse {
+            opportunity: Some(o),
+        }))
     }
 
     async fn bulk_update_opportunities(
@@ -2636,7 +3105,9 @@ impl PipelineService for Pipelines {
     ) -> R<pb::BulkUpdateOpportunitiesResponse> {
         let c = caller(&req)?;
         let results = Pipelines::bulk_update_opportunities(self, &c, req.into_inner()).await?;
-        Ok(Response::new(pb::BulkUpdateOpportunitiesResponse { results }))
+        Ok(Response::new(pb::BulkUpdateOpportunitiesResponse {
+            results,
+        }))
     }
 
     async fn list_stage_history(
@@ -2649,9 +3120,14 @@ impl PipelineService for Pipelines {
         ))
     }
 
-    async fn list_tickets(&self, req: Request<pb::ListTicketsRequest>) -> R<pb::ListTicketsResponse> {
+    async fn list_tickets(
+        &self,
+        req: Request<pb::ListTicketsRequest>,
+    ) -> R<pb::ListTicketsResponse> {
         let c = caller(&req)?;
-        Ok(Response::new(Pipelines::list_tickets(self, &c, req.into_inner()).await?))
+        Ok(Response::new(
+            Pipelines::list_tickets(self, &c, req.into_inner()).await?,
+        ))
     }
 
     async fn get_ticket(&self, req: Request<pb::GetTicketRequest>) -> R<pb::GetTicketResponse> {
@@ -2660,42 +3136,64 @@ impl PipelineService for Pipelines {
         Ok(Response::new(pb::GetTicketResponse { ticket: Some(t) }))
     }
 
-    async fn create_ticket(&self, req: Request<pb::CreateTicketRequest>) -> R<pb::CreateTicketResponse> {
+    async fn create_ticket(
+        &self,
+        req: Request<pb::CreateTicketRequest>,
+    ) -> R<pb::CreateTicketResponse> {
         let c = caller(&req)?;
         let t = Pipelines::create_ticket(self, &c, req.into_inner()).await?;
         Ok(Response::new(pb::CreateTicketResponse { ticket: Some(t) }))
     }
 
-    async fn update_ticket(&self, req: Request<pb::UpdateTicketRequest>) -> R<pb::UpdateTicketResponse> {
+    async fn update_ticket(
+        &self,
+        req: Request<pb::UpdateTicketRequest>,
+    ) -> R<pb::UpdateTicketResponse> {
         let c = caller(&req)?;
         let t = Pipelines::update_ticket(self, &c, req.into_inner()).await?;
         Ok(Response::new(pb::UpdateTicketResponse { ticket: Some(t) }))
     }
 
-    async fn delete_ticket(&self, req: Request<pb::DeleteTicketRequest>) -> R<pb::DeleteTicketResponse> {
+    async fn delete_ticket(
+        &self,
+        req: Request<pb::DeleteTicketRequest>,
+    ) -> R<pb::DeleteTicketResponse> {
         let c = caller(&req)?;
         let r = req.get_ref();
-        self.delete::<TicketRow>(&c, Kind::Ticket, &r.id, &r.etag).await?;
+        self.delete::<TicketRow>(&c, Kind::Ticket, &r.id, &r.etag)
+            .await?;
         Ok(Response::new(pb::DeleteTicketResponse {}))
     }
 
-    async fn restore_ticket(&self, req: Request<pb::RestoreTicketRequest>) -> R<pb::RestoreTicketResponse> {
+    async fn restore_ticket(
+        &self,
+        req: Request<pb::RestoreTicketRequest>,
+    ) -> R<pb::RestoreTicketResponse> {
         let c = caller(&req)?;
-        let (access, r) = self.restore::<TicketRow>(&c, Kind::Ticket, &req.get_ref().id).await?;
+        let (access, r) = self
+            .restore::<TicketRow>(&c, Kind::Ticket, &req.get_ref().id)
+            .await?;
         Ok(Response::new(pb::RestoreTicketResponse {
             ticket: Some(ticket_pb(&access, &r)),
         }))
     }
 
-    async fn move_ticket_stage(&self, req: Request<pb::MoveTicketStageRequest>) -> R<pb::MoveTicketStageResponse> {
+    async fn move_ticket_stage(
+        &self,
+        req: Request<pb::MoveTicketStageRequest>,
+    ) -> R<pb::MoveTicketStageResponse> {
         let c = caller(&req)?;
         let t = Pipelines::move_ticket_stage(self, &c, req.into_inner()).await?;
-        Ok(Response::new(pb::MoveTicketStageResponse { ticket: Some(t) }))
+        Ok(Response::new(pb::MoveTicketStageResponse {
+            ticket: Some(t),
+        }))
     }
 
     async fn list_leads(&self, req: Request<pb::ListLeadsRequest>) -> R<pb::ListLeadsResponse> {
         let c = caller(&req)?;
-        Ok(Response::new(Pipelines::list_leads(self, &c, req.into_inner()).await?))
+        Ok(Response::new(
+            Pipelines::list_leads(self, &c, req.into_inner()).await?,
+        ))
     }
 
     async fn get_lead(&self, req: Request<pb::GetLeadRequest>) -> R<pb::GetLeadResponse> {
@@ -2719,21 +3217,32 @@ impl PipelineService for Pipelines {
     async fn delete_lead(&self, req: Request<pb::DeleteLeadRequest>) -> R<pb::DeleteLeadResponse> {
         let c = caller(&req)?;
         let r = req.get_ref();
-        self.delete::<LeadRow>(&c, Kind::Lead, &r.id, &r.etag).await?;
+        self.delete::<LeadRow>(&c, Kind::Lead, &r.id, &r.etag)
+            .await?;
         Ok(Response::new(pb::DeleteLeadResponse {}))
     }
 
-    async fn restore_lead(&self, req: Request<pb::RestoreLeadRequest>) -> R<pb::RestoreLeadResponse> {
+    async fn restore_lead(
+        &self,
+        req: Request<pb::RestoreLeadRequest>,
+    ) -> R<pb::RestoreLeadResponse> {
         let c = caller(&req)?;
-        let (access, r) = self.restore::<LeadRow>(&c, Kind::Lead, &req.get_ref().id).await?;
+        let (access, r) = self
+            .restore::<LeadRow>(&c, Kind::Lead, &req.get_ref().id)
+            .await?;
         Ok(Response::new(pb::RestoreLeadResponse {
             lead: Some(lead_pb(&access, &r)),
         }))
     }
 
-    async fn convert_lead(&self, req: Request<pb::ConvertLeadRequest>) -> R<pb::ConvertLeadResponse> {
+    async fn convert_lead(
+        &self,
+        req: Request<pb::ConvertLeadRequest>,
+    ) -> R<pb::ConvertLeadResponse> {
         let c = caller(&req)?;
-        Ok(Response::new(Pipelines::convert_lead(self, &c, req.into_inner()).await?))
+        Ok(Response::new(
+            Pipelines::convert_lead(self, &c, req.into_inner()).await?,
+        ))
     }
 
     async fn get_pipeline_report(
@@ -2742,6 +3251,8 @@ impl PipelineService for Pipelines {
     ) -> R<pb::GetPipelineReportResponse> {
         let c = caller(&req)?;
         let report = Pipelines::pipeline_report(self, &c, req.into_inner()).await?;
-        Ok(Response::new(pb::GetPipelineReportResponse { report: Some(report) }))
+        Ok(Response::new(pb::GetPipelineReportResponse {
+            report: Some(report),
+        }))
     }
 }

@@ -72,7 +72,10 @@ const PIPELINE_SELECT: &str = "SELECT id, object_type, name, is_default, stages,
 
 /// Creates the tenant's default pipelines if missing; returns the ones this call created.
 /// Concurrent calls create each default once (a unique index on the default flag).
-pub async fn ensure_defaults(tx: &TenantTx, actor: Option<Uuid>) -> Result<Vec<PipelineRow>, DbErr> {
+pub async fn ensure_defaults(
+    tx: &TenantTx,
+    actor: Option<Uuid>,
+) -> Result<Vec<PipelineRow>, DbErr> {
     let have = tx
         .conn()
         .query_one_raw(stmt(
@@ -118,7 +121,10 @@ pub async fn ensure_defaults(tx: &TenantTx, actor: Option<Uuid>) -> Result<Vec<P
 }
 
 /// The tenant's pipelines, defaults first.
-pub async fn pipelines(tx: &TenantTx, object_type: Option<&str>) -> Result<Vec<PipelineRow>, DbErr> {
+pub async fn pipelines(
+    tx: &TenantTx,
+    object_type: Option<&str>,
+) -> Result<Vec<PipelineRow>, DbErr> {
     PipelineRow::find_by_statement(stmt(
         &format!(
             "{PIPELINE_SELECT} WHERE tenant_id = $1 AND ($2::text IS NULL OR object_type = $2) \
@@ -220,7 +226,11 @@ pub async fn update_pipeline(
 }
 
 /// The stages of a pipeline that hold live or deleted records (which restore into them).
-pub async fn stages_in_use(tx: &TenantTx, pipeline: Uuid, ot: ObjectType) -> Result<Vec<String>, DbErr> {
+pub async fn stages_in_use(
+    tx: &TenantTx,
+    pipeline: Uuid,
+    ot: ObjectType,
+) -> Result<Vec<String>, DbErr> {
     let table = match ot {
         ObjectType::Deal => "pipeline.opportunities",
         ObjectType::Ticket => "pipeline.tickets",
@@ -234,7 +244,9 @@ pub async fn stages_in_use(tx: &TenantTx, pipeline: Uuid, ot: ObjectType) -> Res
             [t(tx), pipeline.into()],
         ))
         .await?;
-    rows.iter().map(|r| r.try_get::<String>("", "stage")).collect()
+    rows.iter()
+        .map(|r| r.try_get::<String>("", "stage"))
+        .collect()
 }
 
 // ---- records ---------------------------------------------------------------------------------
@@ -284,20 +296,26 @@ impl Kind {
 
     fn select(self) -> &'static str {
         match self {
-            Kind::Opportunity => "SELECT t.id, t.account_id, n.name AS account_name, t.name, t.amount_cents, t.currency, \
+            Kind::Opportunity => {
+                "SELECT t.id, t.account_id, n.name AS account_name, t.name, t.amount_cents, t.currency, \
                 t.pipeline_id, t.stage, t.stage_entered_at, t.close_date, t.lost_reason, t.won_at, t.owner_user_id, \
                 t.version, t.created_at, t.updated_at, t.created_by, t.deleted_at \
                 FROM pipeline.opportunities t LEFT JOIN pipeline.account_names n \
-                ON n.tenant_id = t.tenant_id AND n.account_id = t.account_id AND NOT n.deleted",
-            Kind::Ticket => "SELECT t.id, t.subject, t.description, t.contact_id, t.account_id, n.name AS account_name, \
+                ON n.tenant_id = t.tenant_id AND n.account_id = t.account_id AND NOT n.deleted"
+            }
+            Kind::Ticket => {
+                "SELECT t.id, t.subject, t.description, t.contact_id, t.account_id, n.name AS account_name, \
                 t.priority, t.pipeline_id, t.stage, t.stage_entered_at, t.assignee_user_id, \
                 t.version, t.created_at, t.updated_at, t.created_by, t.deleted_at \
                 FROM pipeline.tickets t LEFT JOIN pipeline.account_names n \
-                ON n.tenant_id = t.tenant_id AND n.account_id = t.account_id AND NOT n.deleted",
-            Kind::Lead => "SELECT t.id, t.first_name, t.last_name, t.email, t.company, t.source, t.status, t.owner_user_id, \
+                ON n.tenant_id = t.tenant_id AND n.account_id = t.account_id AND NOT n.deleted"
+            }
+            Kind::Lead => {
+                "SELECT t.id, t.first_name, t.last_name, t.email, t.company, t.source, t.status, t.owner_user_id, \
                 t.converted_account_id, t.converted_contact_id, t.converted_opportunity_id, t.converted_at, \
                 t.version, t.created_at, t.updated_at, t.created_by, t.deleted_at \
-                FROM pipeline.leads t",
+                FROM pipeline.leads t"
+            }
         }
     }
 }
@@ -414,7 +432,11 @@ pub fn reach_sql(kind: Kind, reach: &Reach, params: &mut Vec<Value>) -> Option<S
         Reach::All => None,
         Reach::Owners(ids) => {
             params.push(ids.clone().into());
-            Some(format!("t.{} = ANY(${})", kind.owner_column(), params.len()))
+            Some(format!(
+                "t.{} = ANY(${})",
+                kind.owner_column(),
+                params.len()
+            ))
         }
     }
 }
@@ -452,7 +474,9 @@ pub async fn fetch_many<R: FromQueryResult>(
     if let Some(c) = reach_sql(kind, reach, &mut params) {
         sql.push_str(&format!(" AND {c}"));
     }
-    R::find_by_statement(stmt(&sql, params)).all(tx.conn()).await
+    R::find_by_statement(stmt(&sql, params))
+        .all(tx.conn())
+        .await
 }
 
 /// A keyset page of live records.

@@ -42,7 +42,6 @@ pub mod crm {
 }
 
 pub use crm::{
-    accounts::v1 as accounts, events::v1 as events, identity::v1 as identity, pipeline::v1 as pipeline,
-    search::v1 as search,
-    webhooks::v1 as webhooks,
+    accounts::v1 as accounts, events::v1 as events, identity::v1 as identity,
+    pipeline::v1 as pipeline, search::v1 as search, webhooks::v1 as webhooks,
 };

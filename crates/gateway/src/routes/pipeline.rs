@@ -743,7 +743,9 @@ fn page_size(limit: Option<i64>) -> GwResult<i32> {
 fn order_by(sort: Option<&str>, order: Option<&str>, allowed: &[&str]) -> GwResult<String> {
     let sort = sort.unwrap_or("created_at");
     if !allowed.contains(&sort) {
-        return Err(ApiError::invalid("sort", format!("must be one of {}", allowed.join(", "))).into());
+        return Err(
+            ApiError::invalid("sort", format!("must be one of {}", allowed.join(", "))).into(),
+        );
     }
     let grpc = match sort {
         "created_at" => "create_time",
@@ -756,7 +758,11 @@ fn order_by(sort: Option<&str>, order: Option<&str>, allowed: &[&str]) -> GwResu
         Some("desc") => true,
         Some(_) => return Err(ApiError::invalid("order", "must be asc or desc").into()),
     };
-    Ok(if desc { format!("{grpc} desc") } else { grpc.to_owned() })
+    Ok(if desc {
+        format!("{grpc} desc")
+    } else {
+        grpc.to_owned()
+    })
 }
 
 // ---- conversions --------------------------------------------------------------------------
@@ -905,7 +911,13 @@ struct Mask(Vec<String>);
 
 impl Mask {
     /// A field that must not be empty: `null` is refused.
-    fn set(&mut self, rest: &str, grpc: &str, v: Option<Option<String>>, dst: &mut String) -> GwResult<()> {
+    fn set(
+        &mut self,
+        rest: &str,
+        grpc: &str,
+        v: Option<Option<String>>,
+        dst: &mut String,
+    ) -> GwResult<()> {
         match v {
             None => {}
             Some(None) => return Err(ApiError::invalid(rest, "must not be null").into()),
@@ -1003,7 +1015,11 @@ async fn create_pipeline(
 #[utoipa::path(get, path = "/pipelines/{id}", tag = "pipeline", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 200, description = "The pipeline", body = Pipeline,
         headers(("ETag" = String, description = "The version, for If-Match"))), StdErrors))]
-async fn get_pipeline(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> GwResult<Response> {
+async fn get_pipeline(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> GwResult<Response> {
     let p = s
         .backends
         .pipeline(ctx.tenant())?
@@ -1072,7 +1088,13 @@ async fn list_opportunities(
     let order_by = order_by(
         q.sort.as_deref(),
         q.order.as_deref(),
-        &["created_at", "updated_at", "name", "close_date", "amount_cents"],
+        &[
+            "created_at",
+            "updated_at",
+            "name",
+            "close_date",
+            "amount_cents",
+        ],
     )?;
     let r = s
         .backends
@@ -1142,7 +1164,11 @@ async fn create_opportunity(
 #[utoipa::path(get, path = "/opportunities/{id}", tag = "pipeline", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 200, description = "The opportunity", body = Opportunity,
         headers(("ETag" = String, description = "The version, for If-Match"))), StdErrors))]
-async fn get_opportunity(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> GwResult<Response> {
+async fn get_opportunity(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> GwResult<Response> {
     let o = s
         .backends
         .pipeline(ctx.tenant())?
@@ -1183,7 +1209,12 @@ async fn update_opportunity(
     mask.set_or_clear("currency", b.currency, &mut req.currency);
     mask.set_or_clear("close_date", b.close_date, &mut req.close_date);
     mask.set_or_clear("lost_reason", b.lost_reason, &mut req.lost_reason);
-    mask.set("ownerUserId", "owner_user_id", b.owner_user_id, &mut req.owner_user_id)?;
+    mask.set(
+        "ownerUserId",
+        "owner_user_id",
+        b.owner_user_id,
+        &mut req.owner_user_id,
+    )?;
     req.update_mask = Some(mask.finish()?);
     let o = s
         .backends
@@ -1209,7 +1240,10 @@ async fn delete_opportunity(
     let etag = if_match(&headers)?;
     s.backends
         .pipeline(ctx.tenant())?
-        .delete_opportunity(s.backends.request(&ctx, pb::DeleteOpportunityRequest { id, etag }))
+        .delete_opportunity(
+            s.backends
+                .request(&ctx, pb::DeleteOpportunityRequest { id, etag }),
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -1220,11 +1254,18 @@ async fn delete_opportunity(
         ("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = "^[!-~]{1,255}$", description = IDEMPOTENCY)),
     responses((status = 200, description = "The restored opportunity", body = Opportunity,
         headers(("ETag" = String, description = "The version, for If-Match"))), StdErrors))]
-async fn restore_opportunity(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> GwResult<Response> {
+async fn restore_opportunity(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> GwResult<Response> {
     let o = s
         .backends
         .pipeline(ctx.tenant())?
-        .restore_opportunity(s.backends.request(&ctx, pb::RestoreOpportunityRequest { id }))
+        .restore_opportunity(
+            s.backends
+                .request(&ctx, pb::RestoreOpportunityRequest { id }),
+        )
         .await?
         .into_inner()
         .opportunity
@@ -1407,7 +1448,11 @@ async fn list_tickets(
     responses((status = 201, description = "Ticket created", body = Ticket,
         headers(("Location" = String, description = "URL of the new record"), ("ETag" = String, description = "The version, for If-Match"))),
         StdErrors))]
-async fn create_ticket(State(s): State<AppState>, ctx: Ctx, Json(b): Json<CreateTicketRequest>) -> GwResult<Response> {
+async fn create_ticket(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Json(b): Json<CreateTicketRequest>,
+) -> GwResult<Response> {
     let t = s
         .backends
         .pipeline(ctx.tenant())?
@@ -1429,14 +1474,22 @@ async fn create_ticket(State(s): State<AppState>, ctx: Ctx, Json(b): Json<Create
         .into_inner()
         .ticket
         .ok_or_else(missing("ticket"))?;
-    Ok(created(format!("/api/v1/tickets/{}", t.id), Some(t.version), AJson(ticket(t))))
+    Ok(created(
+        format!("/api/v1/tickets/{}", t.id),
+        Some(t.version),
+        AJson(ticket(t)),
+    ))
 }
 
 /// One ticket.
 #[utoipa::path(get, path = "/tickets/{id}", tag = "pipeline", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 200, description = "The ticket", body = Ticket,
         headers(("ETag" = String, description = "The version, for If-Match"))), StdErrors))]
-async fn get_ticket(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> GwResult<Response> {
+async fn get_ticket(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> GwResult<Response> {
     let t = s
         .backends
         .pipeline(ctx.tenant())?
@@ -1473,7 +1526,11 @@ async fn update_ticket(
     mask.set_or_clear("contact_id", b.contact_id, &mut req.contact_id);
     mask.set_or_clear("account_id", b.account_id, &mut req.account_id);
     mask.set("priority", "priority", b.priority, &mut req.priority)?;
-    mask.set_or_clear("assignee_user_id", b.assignee_user_id, &mut req.assignee_user_id);
+    mask.set_or_clear(
+        "assignee_user_id",
+        b.assignee_user_id,
+        &mut req.assignee_user_id,
+    );
     req.update_mask = Some(mask.finish()?);
     let t = s
         .backends
@@ -1490,11 +1547,19 @@ async fn update_ticket(
 #[utoipa::path(delete, path = "/tickets/{id}", tag = "pipeline", security(("bearer" = [])),
     params(("id" = String, Path), ("If-Match" = Option<String>, Header, nullable = false, description = "ETag of the version being deleted")),
     responses((status = 204, description = "Deleted"), StdErrors))]
-async fn delete_ticket(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>, headers: HeaderMap) -> GwResult<StatusCode> {
+async fn delete_ticket(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> GwResult<StatusCode> {
     let etag = if_match(&headers)?;
     s.backends
         .pipeline(ctx.tenant())?
-        .delete_ticket(s.backends.request(&ctx, pb::DeleteTicketRequest { id, etag }))
+        .delete_ticket(
+            s.backends
+                .request(&ctx, pb::DeleteTicketRequest { id, etag }),
+        )
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -1505,7 +1570,11 @@ async fn delete_ticket(State(s): State<AppState>, ctx: Ctx, Path(id): Path<Strin
         ("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = "^[!-~]{1,255}$", description = IDEMPOTENCY)),
     responses((status = 200, description = "The restored ticket", body = Ticket,
         headers(("ETag" = String, description = "The version, for If-Match"))), StdErrors))]
-async fn restore_ticket(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> GwResult<Response> {
+async fn restore_ticket(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> GwResult<Response> {
     let t = s
         .backends
         .pipeline(ctx.tenant())?
@@ -1568,7 +1637,11 @@ async fn ticket_history(
 /// Leads of the tenant the caller may read.
 #[utoipa::path(get, path = "/leads", tag = "pipeline", security(("bearer" = [])), params(LeadListParams),
     responses((status = 200, description = "A page of leads", body = LeadPage), StdErrors))]
-async fn list_leads(State(s): State<AppState>, ctx: Ctx, Query(q): Query<LeadListParams>) -> GwResult<AJson<LeadPage>> {
+async fn list_leads(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Query(q): Query<LeadListParams>,
+) -> GwResult<AJson<LeadPage>> {
     let order_by = order_by(
         q.sort.as_deref(),
         q.order.as_deref(),
@@ -1603,7 +1676,11 @@ async fn list_leads(State(s): State<AppState>, ctx: Ctx, Query(q): Query<LeadLis
     responses((status = 201, description = "Lead created", body = Lead,
         headers(("Location" = String, description = "URL of the new record"), ("ETag" = String, description = "The version, for If-Match"))),
         StdErrors))]
-async fn create_lead(State(s): State<AppState>, ctx: Ctx, Json(b): Json<CreateLeadRequest>) -> GwResult<Response> {
+async fn create_lead(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Json(b): Json<CreateLeadRequest>,
+) -> GwResult<Response> {
     let l = s
         .backends
         .pipeline(ctx.tenant())?
@@ -1624,14 +1701,22 @@ async fn create_lead(State(s): State<AppState>, ctx: Ctx, Json(b): Json<CreateLe
         .into_inner()
         .lead
         .ok_or_else(missing("lead"))?;
-    Ok(created(format!("/api/v1/leads/{}", l.id), Some(l.version), AJson(lead(l))))
+    Ok(created(
+        format!("/api/v1/leads/{}", l.id),
+        Some(l.version),
+        AJson(lead(l)),
+    ))
 }
 
 /// One lead.
 #[utoipa::path(get, path = "/leads/{id}", tag = "pipeline", security(("bearer" = [])), params(("id" = String, Path)),
     responses((status = 200, description = "The lead", body = Lead,
         headers(("ETag" = String, description = "The version, for If-Match"))), StdErrors))]
-async fn get_lead(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> GwResult<Response> {
+async fn get_lead(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> GwResult<Response> {
     let l = s
         .backends
         .pipeline(ctx.tenant())?
@@ -1668,7 +1753,12 @@ async fn update_lead(
     mask.set_or_clear("company", b.company, &mut req.company);
     mask.set_or_clear("source", b.source, &mut req.source);
     mask.set("status", "status", b.status, &mut req.status)?;
-    mask.set("ownerUserId", "owner_user_id", b.owner_user_id, &mut req.owner_user_id)?;
+    mask.set(
+        "ownerUserId",
+        "owner_user_id",
+        b.owner_user_id,
+        &mut req.owner_user_id,
+    )?;
     req.update_mask = Some(mask.finish()?);
     let l = s
         .backends
@@ -1685,7 +1775,12 @@ async fn update_lead(
 #[utoipa::path(delete, path = "/leads/{id}", tag = "pipeline", security(("bearer" = [])),
     params(("id" = String, Path), ("If-Match" = Option<String>, Header, nullable = false, description = "ETag of the version being deleted")),
     responses((status = 204, description = "Deleted"), StdErrors))]
-async fn delete_lead(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>, headers: HeaderMap) -> GwResult<StatusCode> {
+async fn delete_lead(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> GwResult<StatusCode> {
     let etag = if_match(&headers)?;
     s.backends
         .pipeline(ctx.tenant())?
@@ -1700,7 +1795,11 @@ async fn delete_lead(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>
         ("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = "^[!-~]{1,255}$", description = IDEMPOTENCY)),
     responses((status = 200, description = "The restored lead", body = Lead,
         headers(("ETag" = String, description = "The version, for If-Match"))), StdErrors))]
-async fn restore_lead(State(s): State<AppState>, ctx: Ctx, Path(id): Path<String>) -> GwResult<Response> {
+async fn restore_lead(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> GwResult<Response> {
     let l = s
         .backends
         .pipeline(ctx.tenant())?
@@ -1819,7 +1918,11 @@ pub fn protected() -> OpenApiRouter<AppState> {
         .routes(routes!(get_pipeline, update_pipeline))
         .routes(routes!(list_opportunities, create_opportunity))
         .routes(routes!(bulk_opportunities))
-        .routes(routes!(get_opportunity, update_opportunity, delete_opportunity))
+        .routes(routes!(
+            get_opportunity,
+            update_opportunity,
+            delete_opportunity
+        ))
         .routes(routes!(restore_opportunity))
         .routes(routes!(move_opportunity_stage))
         .routes(routes!(opportunity_history))
@@ -1844,9 +1947,18 @@ mod tests {
         let keys = &["created_at", "updated_at", "name"];
         assert_eq!(order_by(None, None, keys).unwrap(), "create_time desc");
         assert_eq!(order_by(Some("name"), None, keys).unwrap(), "name");
-        assert_eq!(order_by(Some("name"), Some("desc"), keys).unwrap(), "name desc");
-        assert_eq!(order_by(Some("nope"), None, keys).unwrap_err().0.fields[0].field, "sort");
-        assert_eq!(order_by(None, Some("up"), keys).unwrap_err().0.fields[0].field, "order");
+        assert_eq!(
+            order_by(Some("name"), Some("desc"), keys).unwrap(),
+            "name desc"
+        );
+        assert_eq!(
+            order_by(Some("nope"), None, keys).unwrap_err().0.fields[0].field,
+            "sort"
+        );
+        assert_eq!(
+            order_by(None, Some("up"), keys).unwrap_err().0.fields[0].field,
+            "order"
+        );
         assert_eq!(page_size(Some(0)).unwrap_err().0.fields[0].field, "limit");
         assert_eq!(page_size(Some(500)).unwrap_err().0.fields[0].field, "limit");
         assert_eq!(page_size(None).unwrap(), 0);

@@ -393,7 +393,10 @@ pub fn s(v: &Value, k: &str) -> String {
 impl TestStack {
     /// Creates an account in accounts-contacts and returns its id.
     pub async fn account(&self, u: &User, name: &str) -> String {
-        s(&self.create(u, "/accounts", json!({"name": name})).await, "id")
+        s(
+            &self.create(u, "/accounts", json!({"name": name})).await,
+            "id",
+        )
     }
 
     /// The tenant's default pipeline of an object type.

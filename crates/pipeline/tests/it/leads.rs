@@ -30,9 +30,19 @@ async fn converting_a_lead_retries_without_duplicates() {
         .send()
         .await
         .unwrap();
-    assert_eq!(fields(&problem(res, 400, "VALIDATION_FAILED").await), ["contactId"]);
+    assert_eq!(
+        fields(&problem(res, 400, "VALIDATION_FAILED").await),
+        ["contactId"]
+    );
     assert_eq!(st.all(&admin, "/accounts?q=Analytical").await.len(), 1);
-    let lead: Value = st.get(&admin, &format!("/leads/{id}")).send().await.unwrap().json().await.unwrap();
+    let lead: Value = st
+        .get(&admin, &format!("/leads/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(lead["status"], "new");
     assert!(st.all(&admin, "/opportunities").await.is_empty());
 
@@ -52,7 +62,10 @@ async fn converting_a_lead_retries_without_duplicates() {
     assert_eq!(accounts.len(), 1, "no duplicate account");
     assert_eq!(accounts[0]["id"], c["accountId"]);
     let contacts = st
-        .all(&admin, &format!("/contacts?accountId={}", s(&c, "accountId")))
+        .all(
+            &admin,
+            &format!("/contacts?accountId={}", s(&c, "accountId")),
+        )
         .await;
     assert_eq!(contacts.len(), 1);
     assert_eq!(contacts[0]["id"], c["contactId"]);
@@ -64,7 +77,14 @@ async fn converting_a_lead_retries_without_duplicates() {
     assert_eq!(opps[0]["accountId"], c["accountId"]);
     assert_eq!(opps[0]["accountName"], "Analytical Engines");
 
-    let lead: Value = st.get(&admin, &format!("/leads/{id}")).send().await.unwrap().json().await.unwrap();
+    let lead: Value = st
+        .get(&admin, &format!("/leads/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(lead["status"], "converted");
     assert_eq!(lead["convertedAccountId"], c["accountId"]);
     assert_eq!(lead["convertedContactId"], c["contactId"]);
@@ -80,7 +100,9 @@ async fn converting_a_lead_retries_without_duplicates() {
     assert!(st.events().await.iter().any(|(t, _)| t == "lead.converted"));
 
     // A lead converts onto an existing account and contact without creating any.
-    let l2 = st.create(&admin, "/leads", json!({"lastName": "Babbage"})).await;
+    let l2 = st
+        .create(&admin, "/leads", json!({"lastName": "Babbage"}))
+        .await;
     let res = st
         .post(
             &admin,
@@ -123,7 +145,9 @@ async fn web_to_lead_submissions_become_leads_once() {
     // Published through the bus: the outbox relay sends it to the exchange, the consumer
     // of the pipeline queue turns it into a lead.
     let tx = st.db.tenant_tx(tenant).await.unwrap();
-    crm_bus::outbox::append(&tx, "pipeline", &event).await.unwrap();
+    crm_bus::outbox::append(&tx, "pipeline", &event)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     let leads = st
         .eventually("the submitted lead", || async {
@@ -156,7 +180,11 @@ async fn account_names_follow_account_events() {
         .await;
     assert_eq!(o["accountName"], "Old name");
     let res = st
-        .patch(&admin, &format!("/accounts/{account}"), json!({"name": "New name"}))
+        .patch(
+            &admin,
+            &format!("/accounts/{account}"),
+            json!({"name": "New name"}),
+        )
         .send()
         .await
         .unwrap();

@@ -11,7 +11,11 @@ async fn report_figures_match_hand_computed_numbers() {
     let admin = st.signup().await;
     let today_before = Utc::now().date_naive();
     let account = st.account(&admin, "Fixture").await;
-    let opp = |name: &str, stage: &str, amount: Option<i64>, currency: Option<&str>, close: Option<&str>| {
+    let opp = |name: &str,
+               stage: &str,
+               amount: Option<i64>,
+               currency: Option<&str>,
+               close: Option<&str>| {
         let mut b = json!({"accountId": account, "name": name, "stage": stage});
         if let Some(a) = amount {
             b["amountCents"] = json!(a);
@@ -25,22 +29,71 @@ async fn report_figures_match_hand_computed_numbers() {
         b
     };
     for body in [
-        opp("A", "proposal", Some(10_000), Some("USD"), Some("2027-01-15")),
-        opp("B", "proposal", Some(3_333), Some("USD"), Some("2027-01-20")),
-        opp("C", "proposal", Some(5_000), Some("EUR"), Some("2027-02-10")),
-        opp("D", "negotiation", Some(20_000), Some("USD"), Some("2027-02-28")),
-        opp("E", "closed_won", Some(7_000), Some("USD"), Some("2027-01-31")),
+        opp(
+            "A",
+            "proposal",
+            Some(10_000),
+            Some("USD"),
+            Some("2027-01-15"),
+        ),
+        opp(
+            "B",
+            "proposal",
+            Some(3_333),
+            Some("USD"),
+            Some("2027-01-20"),
+        ),
+        opp(
+            "C",
+            "proposal",
+            Some(5_000),
+            Some("EUR"),
+            Some("2027-02-10"),
+        ),
+        opp(
+            "D",
+            "negotiation",
+            Some(20_000),
+            Some("USD"),
+            Some("2027-02-28"),
+        ),
+        opp(
+            "E",
+            "closed_won",
+            Some(7_000),
+            Some("USD"),
+            Some("2027-01-31"),
+        ),
         opp("G", "prospecting", None, None, Some("2027-01-05")),
-        opp("H", "proposal", Some(99_999), Some("USD"), Some("2028-01-01")),
+        opp(
+            "H",
+            "proposal",
+            Some(99_999),
+            Some("USD"),
+            Some("2028-01-01"),
+        ),
         opp("I", "proposal", Some(55_555), Some("USD"), None),
     ] {
         st.opportunity(&admin, body).await;
     }
     let f = st
-        .opportunity(&admin, opp("F", "negotiation", Some(1_000), Some("USD"), Some("2027-03-01")))
+        .opportunity(
+            &admin,
+            opp(
+                "F",
+                "negotiation",
+                Some(1_000),
+                Some("USD"),
+                Some("2027-03-01"),
+            ),
+        )
         .await;
     let res = st
-        .move_stage(&admin, &s(&f, "id"), json!({"stage": "closed_lost", "lostReason": "price"}))
+        .move_stage(
+            &admin,
+            &s(&f, "id"),
+            json!({"stage": "closed_lost", "lostReason": "price"}),
+        )
         .await;
     assert_eq!(res.status(), 200);
 
@@ -61,9 +114,7 @@ async fn report_figures_match_hand_computed_numbers() {
             .cloned()
             .unwrap()
     };
-    let amt = |c: &str, n: i64, a: i64, w: i64| {
-        json!({"currency": c, "count": n, "amountCents": a, "weightedAmountCents": w})
-    };
+    let amt = |c: &str, n: i64, a: i64, w: i64| json!({"currency": c, "count": n, "amountCents": a, "weightedAmountCents": w});
     assert_eq!(stage("prospecting")["count"], 1);
     assert_eq!(stage("prospecting")["amounts"], json!([]));
     assert_eq!(stage("qualification")["count"], 0);
@@ -73,9 +124,18 @@ async fn report_figures_match_hand_computed_numbers() {
         stage("proposal")["amounts"],
         json!([amt("EUR", 1, 5_000, 2_500), amt("USD", 2, 13_333, 6_667)])
     );
-    assert_eq!(stage("negotiation")["amounts"], json!([amt("USD", 1, 20_000, 15_000)]));
-    assert_eq!(stage("closed_won")["amounts"], json!([amt("USD", 1, 7_000, 7_000)]));
-    assert_eq!(stage("closed_lost")["amounts"], json!([amt("USD", 1, 1_000, 0)]));
+    assert_eq!(
+        stage("negotiation")["amounts"],
+        json!([amt("USD", 1, 20_000, 15_000)])
+    );
+    assert_eq!(
+        stage("closed_won")["amounts"],
+        json!([amt("USD", 1, 7_000, 7_000)])
+    );
+    assert_eq!(
+        stage("closed_lost")["amounts"],
+        json!([amt("USD", 1, 1_000, 0)])
+    );
     assert_eq!(r["wonCount"], 1);
     assert_eq!(r["lostCount"], 1);
     assert_eq!(r["winRate"], 0.5);
@@ -98,12 +158,23 @@ async fn report_figures_match_hand_computed_numbers() {
 
     // The owner filter and the date range narrow it.
     let res = st
-        .get(&admin, &format!("/reports/pipeline?from=2027-02-01&to=2027-02-28&ownerUserId={}", admin.id))
+        .get(
+            &admin,
+            &format!(
+                "/reports/pipeline?from=2027-02-01&to=2027-02-28&ownerUserId={}",
+                admin.id
+            ),
+        )
         .send()
         .await
         .unwrap();
     let r: Value = res.json().await.unwrap();
-    let total: i64 = r["stages"].as_array().unwrap().iter().map(|s| s["count"].as_i64().unwrap()).sum();
+    let total: i64 = r["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["count"].as_i64().unwrap())
+        .sum();
     assert_eq!(total, 2);
     assert_eq!(r["winRate"], Value::Null);
 
@@ -113,7 +184,11 @@ async fn report_figures_match_hand_computed_numbers() {
         ("from=2027-13-01&to=2027-12-31", "from"),
         ("from=2027-02-01&to=2027-01-01", "to"),
     ] {
-        let res = st.get(&admin, &format!("/reports/pipeline?{q}")).send().await.unwrap();
+        let res = st
+            .get(&admin, &format!("/reports/pipeline?{q}"))
+            .send()
+            .await
+            .unwrap();
         let p = problem(res, 400, "VALIDATION_FAILED").await;
         assert_eq!(fields(&p), [field], "{q}");
     }

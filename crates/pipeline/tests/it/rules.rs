@@ -25,27 +25,53 @@ async fn every_rule_is_enforced_and_named() {
     let id = s(&o, "id");
 
     // Won needs amount and close date.
-    rule(st.move_stage(&rep, &id, json!({"stage": "closed_won"})).await, "required_fields").await;
+    rule(
+        st.move_stage(&rep, &id, json!({"stage": "closed_won"}))
+            .await,
+        "required_fields",
+    )
+    .await;
     // Lost needs a reason.
-    rule(st.move_stage(&rep, &id, json!({"stage": "closed_lost"})).await, "required_fields").await;
+    rule(
+        st.move_stage(&rep, &id, json!({"stage": "closed_lost"}))
+            .await,
+        "required_fields",
+    )
+    .await;
     // Unknown stage is bad input.
     let res = st.move_stage(&rep, &id, json!({"stage": "nowhere"})).await;
-    assert_eq!(fields(&problem(res, 400, "VALIDATION_FAILED").await), ["stage"]);
+    assert_eq!(
+        fields(&problem(res, 400, "VALIDATION_FAILED").await),
+        ["stage"]
+    );
 
     let res = st
-        .patch(&rep, &format!("/opportunities/{id}"), json!({"amountCents": 5000, "currency": "USD", "closeDate": "2026-03-01"}))
+        .patch(
+            &rep,
+            &format!("/opportunities/{id}"),
+            json!({"amountCents": 5000, "currency": "USD", "closeDate": "2026-03-01"}),
+        )
         .send()
         .await
         .unwrap();
     assert_eq!(res.status(), 200);
     let res = st.move_stage(&rep, &id, json!({"stage": "proposal"})).await;
     assert_eq!(res.status(), 200);
-    let res = st.move_stage(&rep, &id, json!({"stage": "closed_won"})).await;
+    let res = st
+        .move_stage(&rep, &id, json!({"stage": "closed_won"}))
+        .await;
     assert_eq!(res.status(), 200);
 
     // Leaving won needs a manager.
-    rule(st.move_stage(&rep, &id, json!({"stage": "negotiation"})).await, "manager_required").await;
-    let res = st.move_stage(&manager, &id, json!({"stage": "negotiation"})).await;
+    rule(
+        st.move_stage(&rep, &id, json!({"stage": "negotiation"}))
+            .await,
+        "manager_required",
+    )
+    .await;
+    let res = st
+        .move_stage(&manager, &id, json!({"stage": "negotiation"}))
+        .await;
     assert_eq!(res.status(), 200);
 
     // The history has every move, with who and how long.
@@ -96,7 +122,10 @@ async fn pipeline_edits_keep_records_valid() {
     let pid = s(&p, "id");
     let account = st.account(&admin, "Umbrella").await;
     let o = st
-        .opportunity(&admin, json!({"accountId": account, "name": "Umbrella deal", "stage": "qualification"}))
+        .opportunity(
+            &admin,
+            json!({"accountId": account, "name": "Umbrella deal", "stage": "qualification"}),
+        )
         .await;
     let id = s(&o, "id");
     let mut stages: Vec<Value> = p["stages"].as_array().unwrap().clone();
@@ -108,7 +137,11 @@ async fn pipeline_edits_keep_records_valid() {
         .cloned()
         .collect();
     let res = st
-        .patch(&admin, &format!("/pipelines/{pid}"), json!({"stages": without}))
+        .patch(
+            &admin,
+            &format!("/pipelines/{pid}"),
+            json!({"stages": without}),
+        )
         .send()
         .await
         .unwrap();
@@ -125,7 +158,10 @@ async fn pipeline_edits_keep_records_valid() {
             st_["requiredFields"] = json!(["closeDate"]);
         }
     }
-    stages.insert(1, json!({"key": "demo", "name": "Demo", "probability": 20, "kind": "open"}));
+    stages.insert(
+        1,
+        json!({"key": "demo", "name": "Demo", "probability": 20, "kind": "open"}),
+    );
     let res = st
         .patch(
             &admin,
@@ -142,19 +178,43 @@ async fn pipeline_edits_keep_records_valid() {
     assert_eq!(b["version"], 2);
 
     // The record in the retired stage is still valid and may leave it.
-    let res = st.get(&admin, &format!("/opportunities/{id}")).send().await.unwrap();
+    let res = st
+        .get(&admin, &format!("/opportunities/{id}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.json::<Value>().await.unwrap()["stage"], "qualification");
     // Nothing new moves into the retired stage.
     let o2 = st
         .opportunity(&admin, json!({"accountId": account, "name": "Second"}))
         .await;
     let id2 = s(&o2, "id");
-    rule(st.move_stage(&admin, &id2, json!({"stage": "qualification"})).await, "retired_stage").await;
+    rule(
+        st.move_stage(&admin, &id2, json!({"stage": "qualification"}))
+            .await,
+        "retired_stage",
+    )
+    .await;
     // A stage's own required fields.
-    rule(st.move_stage(&admin, &id, json!({"stage": "proposal"})).await, "required_fields").await;
+    rule(
+        st.move_stage(&admin, &id, json!({"stage": "proposal"}))
+            .await,
+        "required_fields",
+    )
+    .await;
     // Allowed transitions.
-    assert_eq!(st.move_stage(&admin, &id2, json!({"stage": "demo"})).await.status(), 200);
-    rule(st.move_stage(&admin, &id2, json!({"stage": "negotiation"})).await, "allowed_transitions").await;
+    assert_eq!(
+        st.move_stage(&admin, &id2, json!({"stage": "demo"}))
+            .await
+            .status(),
+        200
+    );
+    rule(
+        st.move_stage(&admin, &id2, json!({"stage": "negotiation"}))
+            .await,
+        "allowed_transitions",
+    )
+    .await;
     assert!(
         st.events()
             .await
@@ -195,7 +255,11 @@ async fn bulk_moves_check_each_record() {
         .collect();
     assert_eq!(
         statuses,
-        [("ok", None), ("RULE_VIOLATION", Some("required_fields")), ("NOT_FOUND", None)]
+        [
+            ("ok", None),
+            ("RULE_VIOLATION", Some("required_fields")),
+            ("NOT_FOUND", None)
+        ]
     );
     let res = st
         .post(
@@ -223,9 +287,16 @@ async fn bulk_moves_check_each_record() {
     let b: Value = res.json().await.unwrap();
     assert_eq!(b["items"].as_array().unwrap().len(), 1, "{b}");
     let res = st
-        .post(&admin, "/opportunities/bulk", json!({"action": "explode", "ids": [s(&bare, "id")]}))
+        .post(
+            &admin,
+            "/opportunities/bulk",
+            json!({"action": "explode", "ids": [s(&bare, "id")]}),
+        )
         .send()
         .await
         .unwrap();
-    assert_eq!(fields(&problem(res, 400, "VALIDATION_FAILED").await), ["action"]);
+    assert_eq!(
+        fields(&problem(res, 400, "VALIDATION_FAILED").await),
+        ["action"]
+    );
 }
