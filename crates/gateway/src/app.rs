@@ -448,4 +448,45 @@ mod tests {
         let required = &doc["components"]["schemas"]["Contact"]["required"];
         assert!(!required.as_array().unwrap().iter().any(|f| f == "email"));
     }
+
+    #[tokio::test]
+    async fn openapi_document_lists_the_pipeline_section() {
+        let doc: serde_json::Value =
+            serde_json::from_str(&super::openapi_document().unwrap()).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        for (path, methods) in [
+            ("/api/v1/pipelines", &["get", "post"][..]),
+            ("/api/v1/pipelines/{id}", &["get", "patch"]),
+            ("/api/v1/opportunities", &["get", "post"]),
+            ("/api/v1/opportunities/{id}", &["get", "patch", "delete"]),
+            ("/api/v1/opportunities/{id}/restore", &["post"]),
+            ("/api/v1/opportunities/{id}/stage", &["post"]),
+            ("/api/v1/opportunities/bulk", &["post"]),
+            ("/api/v1/opportunities/{id}/stage-history", &["get"]),
+            ("/api/v1/tickets", &["get", "post"]),
+            ("/api/v1/tickets/{id}", &["get", "patch", "delete"]),
+            ("/api/v1/tickets/{id}/stage", &["post"]),
+            ("/api/v1/leads", &["get", "post"]),
+            ("/api/v1/leads/{id}", &["get", "patch", "delete"]),
+            ("/api/v1/leads/{id}/convert", &["post"]),
+            ("/api/v1/reports/pipeline", &["get"]),
+        ] {
+            for m in methods {
+                assert!(
+                    paths[path].get(*m).is_some(),
+                    "{m} {path} is not documented"
+                );
+            }
+        }
+        // Hidden amounts are optional; the broken rule is part of problem+json.
+        let required = &doc["components"]["schemas"]["Opportunity"]["required"];
+        assert!(
+            !required
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f == "amountCents")
+        );
+        assert!(doc["components"]["schemas"]["Problem"]["properties"]["rule"].is_object());
+    }
 }

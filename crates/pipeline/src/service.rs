@@ -1563,6 +1563,7 @@ impl Pipelines {
 
     /// Moves an opportunity (locked, changeable by the caller) to `to`, recording the move
     /// and its events; `None` when it is already there.
+    #[allow(clippy::too_many_arguments)]
     async fn move_opportunity(
         &self,
         tx: &TenantTx,

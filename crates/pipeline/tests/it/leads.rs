@@ -120,8 +120,15 @@ async fn converting_a_lead_retries_without_duplicates() {
 }
 
 async fn tenant_of(st: &crate::helpers::TestStack, u: &crate::helpers::User) -> TenantId {
-    let me: Value = st.get(u, "/me").send().await.unwrap().json().await.unwrap();
-    s(&me["tenant"], "id").parse().unwrap()
+    let me: Value = st
+        .get(u, "/me")
+        .send()
+        .await
+        .expect("me")
+        .json()
+        .await
+        .expect("json");
+    s(&me["tenant"], "id").parse().expect("tenant id")
 }
 
 #[tokio::test]
