@@ -9,6 +9,7 @@ use sea_orm_migration::{
 
 pub mod accounts;
 pub mod identity;
+pub mod pipeline;
 pub mod search;
 pub mod webhooks;
 
@@ -25,6 +26,7 @@ pub async fn migrate_all(admin_url: &str, runtime_role: &str) -> anyhow::Result<
     ensure_roles(&db, runtime_role).await?;
     identity::Migrator::up(&db, None).await?;
     accounts::Migrator::up(&db, None).await?;
+    pipeline::Migrator::up(&db, None).await?;
     webhooks::Migrator::up(&db, None).await?;
     search::Migrator::up(&db, None).await?;
     db.close().await?;

@@ -286,10 +286,27 @@ async fn up(mut config: Config, demo: bool, embedded: bool) -> anyhow::Result<()
         search.grpc_addr()?,
         search.http_addr()?
     );
+    let mut pipeline_settings = crm_pipeline::Settings::from_env()?;
+    pipeline_settings.accounts_url = local_url(accounts.grpc_addr()?);
+    let pipeline = crm_pipeline::Application::build(
+        &config,
+        &pipeline_settings,
+        crm_pipeline::Deps {
+            db: db.clone(),
+            bus: Some(bus.clone()),
+        },
+    )
+    .await?;
+    println!(
+        "pipeline: gRPC http://{}  HTTP http://{} (/livez /readyz /metrics)",
+        pipeline.grpc_addr()?,
+        pipeline.http_addr()?
+    );
     let mut settings = crm_gateway::GatewaySettings::from_env(&config.identity_url)?;
     if let Some(cell) = settings.cells.get_mut("default") {
         cell.accounts = local_url(accounts.grpc_addr()?);
         cell.search = local_url(search.grpc_addr()?);
+        cell.pipeline = local_url(pipeline.grpc_addr()?);
     }
     let webhooks = crm_webhook_delivery::Application::build(
         &config,
@@ -313,21 +330,24 @@ async fn up(mut config: Config, demo: bool, embedded: bool) -> anyhow::Result<()
     let cancel = CancellationToken::new();
     server::cancel_on_signals(cancel.clone());
     let accounts_service = accounts.accounts().clone();
+    let pipeline_service = pipeline.pipelines().clone();
     let services = tokio::spawn({
         let cancel = cancel.clone();
         async move {
-            let (i, a, w, s, g) = tokio::join!(
+            let (i, a, w, s, p, g) = tokio::join!(
                 identity.run_until_stopped(cancel.clone()),
                 accounts.run_until_stopped(cancel.clone()),
                 webhooks.run_until_stopped(cancel.clone()),
                 search.run_until_stopped(cancel.clone()),
+                pipeline.run_until_stopped(cancel.clone()),
                 gateway.run_until_stopped(cancel.clone())
             );
-            i.and(a).and(w).and(s).and(g)
+            i.and(a).and(w).and(s).and(p).and(g)
         }
     });
     if let Some(admin) = demo_admin {
-        seed_demo_records(&accounts_service, &admin).await?;
+        let accounts = seed_demo_records(&accounts_service, &admin).await?;
+        seed_demo_pipeline(&pipeline_service, &admin, &accounts).await?;
     }
     println!("gateway: http://{gateway_addr}/api/v1 (docs: http://{gateway_addr}/api/v1/docs)");
     if demo {
@@ -421,11 +441,13 @@ async fn seed_demo(
     }
 }
 
-/// A few accounts and contacts for the demo tenant, some owned by the sales rep.
+/// A few accounts and contacts for the demo tenant, some owned by the sales rep; returns
+/// the accounts' ids.
 async fn seed_demo_records(
     accounts: &crm_accounts_contacts::Accounts,
     (admin, rep): &(crm_kit::Caller, String),
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<String>> {
+    let mut ids = Vec::new();
     use crm_proto::accounts as pb;
     let records = [
         (
@@ -485,6 +507,7 @@ async fn seed_demo_records(
             )
             .await
             .map_err(|e| anyhow::anyhow!("demo account {name}: {e}"))?;
+        ids.push(account.id.clone());
         accounts
             .create_contact(
                 admin,
@@ -502,5 +525,100 @@ async fn seed_demo_records(
             .map_err(|e| anyhow::anyhow!("demo contact {email}: {e}"))?;
     }
     println!("demo accounts and contacts created");
+    Ok(ids)
+}
+
+/// A few opportunities, tickets and leads for the demo tenant.
+async fn seed_demo_pipeline(
+    pipeline: &crm_pipeline::Pipelines,
+    (admin, rep): &(crm_kit::Caller, String),
+    accounts: &[String],
+) -> anyhow::Result<()> {
+    use crm_proto::pipeline as pb;
+    let deals = [
+        (
+            "Northwind renewal",
+            4_500_000,
+            "USD",
+            "proposal",
+            "2027-03-31",
+        ),
+        (
+            "Contoso expansion",
+            12_000_000,
+            "GBP",
+            "negotiation",
+            "2027-02-28",
+        ),
+        ("Fabrikam pilot", 800_000, "JPY", "closed_won", "2026-11-15"),
+        (
+            "Tailspin rollout",
+            2_500_000,
+            "EUR",
+            "qualification",
+            "2027-05-31",
+        ),
+    ];
+    for (i, (name, amount, currency, stage, close)) in deals.into_iter().enumerate() {
+        let Some(account) = accounts.get(i) else {
+            break;
+        };
+        pipeline
+            .create_opportunity(
+                admin,
+                pb::CreateOpportunityRequest {
+                    account_id: account.clone(),
+                    name: name.into(),
+                    amount_cents: Some(amount),
+                    currency: currency.into(),
+                    stage: stage.into(),
+                    close_date: close.into(),
+                    owner_user_id: if i % 2 == 0 {
+                        rep.clone()
+                    } else {
+                        String::new()
+                    },
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("demo opportunity {name}: {e}"))?;
+    }
+    for (subject, priority) in [
+        ("Cannot export invoices", "high"),
+        ("Password reset e-mail not arriving", "urgent"),
+    ] {
+        pipeline
+            .create_ticket(
+                admin,
+                pb::CreateTicketRequest {
+                    subject: subject.into(),
+                    priority: priority.into(),
+                    account_id: accounts.first().cloned().unwrap_or_default(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("demo ticket {subject}: {e}"))?;
+    }
+    for (first, last, company) in [
+        ("Grace", "Hopper", "Cobol Systems"),
+        ("Alan", "Turing", "Enigma Labs"),
+    ] {
+        pipeline
+            .create_lead(
+                admin,
+                pb::CreateLeadRequest {
+                    first_name: first.into(),
+                    last_name: last.into(),
+                    company: company.into(),
+                    source: "demo".into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("demo lead {last}: {e}"))?;
+    }
+    println!("demo opportunities, tickets and leads created");
     Ok(())
 }

@@ -34,7 +34,7 @@ use crate::{
     config::GatewaySettings,
     error::{OwnErrorFormat, render_problems},
     middleware::{Idempotency, RateLimiter, authenticate, client_address, idempotency, rate_limit},
-    routes::{accounts, identity, search, webhooks},
+    routes::{accounts, identity, pipeline, search, webhooks},
 };
 
 /// What every handler shares.
@@ -131,7 +131,7 @@ async fn livez() -> &'static str {
     "ok"
 }
 
-/// Readiness: Redis, identity and accounts-contacts answer.
+/// Readiness: Redis, identity, accounts-contacts and pipeline answer.
 #[utoipa::path(get, path = "/readyz", tag = "meta", responses(
     (status = 200, description = "Ready", content_type = "text/plain", body = String),
     (status = 503, description = "A dependency is down, one line each", content_type = "text/plain", body = String)))]
@@ -176,6 +176,23 @@ async fn readyz(State(s): State<AppState>) -> Response {
     if !reachable {
         failures.push("accounts-contacts: unreachable".into());
     }
+    let mut pipeline = cell.pipeline.clone();
+    let probe = tokio::time::timeout(
+        Duration::from_secs(2),
+        pipeline.list_pipelines(crm_proto::pipeline::ListPipelinesRequest::default()),
+    )
+    .await;
+    let reachable = match probe {
+        Ok(Ok(_)) => true,
+        Ok(Err(status)) => !matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded
+        ),
+        Err(_) => false,
+    };
+    if !reachable {
+        failures.push("pipeline: unreachable".into());
+    }
     if failures.is_empty() {
         (StatusCode::OK, "ok".to_owned()).into_response()
     } else {
@@ -219,6 +236,7 @@ pub fn router(
         .merge(accounts::protected())
         .merge(webhooks::protected())
         .merge(search::protected())
+        .merge(pipeline::protected())
         .layer(from_fn_with_state(idem, idempotency))
         .layer(from_fn_with_state(limiter, rate_limit))
         .layer(from_fn_with_state(verifier, authenticate));
@@ -429,5 +447,46 @@ mod tests {
         // Fields a role may hide are optional in the schema.
         let required = &doc["components"]["schemas"]["Contact"]["required"];
         assert!(!required.as_array().unwrap().iter().any(|f| f == "email"));
+    }
+
+    #[tokio::test]
+    async fn openapi_document_lists_the_pipeline_section() {
+        let doc: serde_json::Value =
+            serde_json::from_str(&super::openapi_document().unwrap()).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        for (path, methods) in [
+            ("/api/v1/pipelines", &["get", "post"][..]),
+            ("/api/v1/pipelines/{id}", &["get", "patch"]),
+            ("/api/v1/opportunities", &["get", "post"]),
+            ("/api/v1/opportunities/{id}", &["get", "patch", "delete"]),
+            ("/api/v1/opportunities/{id}/restore", &["post"]),
+            ("/api/v1/opportunities/{id}/stage", &["post"]),
+            ("/api/v1/opportunities/bulk", &["post"]),
+            ("/api/v1/opportunities/{id}/stage-history", &["get"]),
+            ("/api/v1/tickets", &["get", "post"]),
+            ("/api/v1/tickets/{id}", &["get", "patch", "delete"]),
+            ("/api/v1/tickets/{id}/stage", &["post"]),
+            ("/api/v1/leads", &["get", "post"]),
+            ("/api/v1/leads/{id}", &["get", "patch", "delete"]),
+            ("/api/v1/leads/{id}/convert", &["post"]),
+            ("/api/v1/reports/pipeline", &["get"]),
+        ] {
+            for m in methods {
+                assert!(
+                    paths[path].get(*m).is_some(),
+                    "{m} {path} is not documented"
+                );
+            }
+        }
+        // Hidden amounts are optional; the broken rule is part of problem+json.
+        let required = &doc["components"]["schemas"]["Opportunity"]["required"];
+        assert!(
+            !required
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|f| f == "amountCents")
+        );
+        assert!(doc["components"]["schemas"]["Problem"]["properties"]["rule"].is_object());
     }
 }

@@ -8,6 +8,7 @@ use crm_kit::{ApiError, Caller, TenantId};
 use crm_proto::{
     accounts::accounts_service_client::AccountsServiceClient,
     identity::identity_service_client::IdentityServiceClient,
+    pipeline::pipeline_service_client::PipelineServiceClient,
     search::search_service_client::SearchServiceClient,
     webhooks::webhook_service_client::WebhookServiceClient,
 };
@@ -22,6 +23,7 @@ pub struct Cell {
     pub accounts: AccountsServiceClient<Channel>,
     pub webhooks: WebhookServiceClient<Channel>,
     pub search: SearchServiceClient<Channel>,
+    pub pipeline: PipelineServiceClient<Channel>,
 }
 
 /// Every cell, and which tenant lives where.
@@ -63,6 +65,10 @@ impl Backends {
                     )?),
                     search: SearchServiceClient::new(channel(
                         &urls.search,
+                        settings.request_timeout,
+                    )?),
+                    pipeline: PipelineServiceClient::new(channel(
+                        &urls.pipeline,
                         settings.request_timeout,
                     )?),
                 },
@@ -118,6 +124,14 @@ impl Backends {
         tenant: Option<TenantId>,
     ) -> Result<SearchServiceClient<Channel>, GwError> {
         Ok(self.cell(tenant)?.search.clone())
+    }
+
+    /// A client of the pipeline service in the tenant's cell.
+    pub fn pipeline(
+        &self,
+        tenant: Option<TenantId>,
+    ) -> Result<PipelineServiceClient<Channel>, GwError> {
+        Ok(self.cell(tenant)?.pipeline.clone())
     }
 
     /// Builds a gRPC request carrying the context of the REST request.

@@ -42,6 +42,8 @@ pub struct CellUrls {
     pub webhooks: String,
     /// The search service (`crm.search.v1.SearchService`).
     pub search: String,
+    /// The pipeline service (`CRM_PIPELINE_URL`, `CRM_CELL_<NAME>_PIPELINE_URL`).
+    pub pipeline: String,
 }
 
 /// Where the default cell's accounts service listens unless `CRM_ACCOUNTS_CONTACTS_URL` says otherwise.
@@ -51,6 +53,8 @@ pub const DEFAULT_ACCOUNTS_URL: &str = "http://127.0.0.1:50052";
 pub const DEFAULT_WEBHOOKS_URL: &str = "http://127.0.0.1:50056";
 /// Where the default cell's search service listens unless `CRM_SEARCH_URL` says otherwise.
 pub const DEFAULT_SEARCH_URL: &str = "http://127.0.0.1:50055";
+/// Where the default cell's pipeline service listens unless `CRM_PIPELINE_URL` says otherwise.
+pub const DEFAULT_PIPELINE_URL: &str = "http://127.0.0.1:50053";
 
 fn is_http_url(url: &str) -> bool {
     url.starts_with("http://") || url.starts_with("https://")
@@ -152,6 +156,12 @@ impl GatewaySettings {
         if !is_http_url(&search) {
             errors.push(format!("CRM_SEARCH_URL: not an http(s) URL: {search:?}"));
         }
+        let pipeline = get("CRM_PIPELINE_URL").unwrap_or_else(|| DEFAULT_PIPELINE_URL.to_owned());
+        if !is_http_url(&pipeline) {
+            errors.push(format!(
+                "CRM_PIPELINE_URL: not an http(s) URL: {pipeline:?}"
+            ));
+        }
         let mut cells = HashMap::new();
         cells.insert(
             "default".to_owned(),
@@ -160,6 +170,7 @@ impl GatewaySettings {
                 accounts,
                 webhooks,
                 search,
+                pipeline,
             },
         );
         let mut tenant_cells = HashMap::new();
@@ -192,11 +203,18 @@ impl GatewaySettings {
                             }
                         }
                     };
-                    if let (Some(identity), Some(accounts), Some(webhooks), Some(search)) = (
+                    if let (
+                        Some(identity),
+                        Some(accounts),
+                        Some(webhooks),
+                        Some(search),
+                        Some(pipeline),
+                    ) = (
                         url("IDENTITY"),
                         url("ACCOUNTS_CONTACTS"),
                         url("WEBHOOK_DELIVERY"),
                         url("SEARCH"),
+                        url("PIPELINE"),
                     ) {
                         cells.insert(
                             cell.clone(),
@@ -205,6 +223,7 @@ impl GatewaySettings {
                                 accounts,
                                 webhooks,
                                 search,
+                                pipeline,
                             },
                         );
                     }
@@ -257,6 +276,10 @@ mod tests {
                 "CRM_CELL_BIG_SEARCH_URL".to_owned(),
                 "http://big:50055".to_owned(),
             ),
+            (
+                "CRM_CELL_BIG_PIPELINE_URL".to_owned(),
+                "http://big:50053".to_owned(),
+            ),
         ]
         .into();
         let s = GatewaySettings::from_map(&vars, "http://id:1").unwrap();
@@ -266,6 +289,8 @@ mod tests {
         assert_eq!(s.cells["big"].webhooks, "http://big:50056");
         assert_eq!(s.cells["default"].webhooks, DEFAULT_WEBHOOKS_URL);
         assert_eq!(s.cells["big"].search, "http://big:50055");
+        assert_eq!(s.cells["big"].pipeline, "http://big:50053");
+        assert_eq!(s.cells["default"].pipeline, DEFAULT_PIPELINE_URL);
         let vars: HashMap<String, String> =
             [("CRM_TENANT_CELLS".to_owned(), format!("{t}=nowhere"))].into();
         let err = GatewaySettings::from_map(&vars, "http://id:1")

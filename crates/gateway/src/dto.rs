@@ -31,6 +31,11 @@ pub struct Problem {
     #[schema(required = true)]
     pub request_id: Option<String>,
     pub errors: Vec<ProblemField>,
+    /// For RULE_VIOLATION (422): the business rule that was broken, e.g. `required_fields`,
+    /// `manager_required`, `allowed_transitions`, `retired_stage`, `stage_in_use`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(required = false)]
+    pub rule: Option<String>,
 }
 
 /// One invalid field.

@@ -313,9 +313,10 @@ impl ApiError {
         }
     }
 
-    /// The problem+json body (RFC 9457) of this error.
+    /// The problem+json body (RFC 9457) of this error; a broken business rule also names
+    /// the rule (`rule`, from the `ErrorInfo` metadata).
     pub fn problem(&self, request_id: Option<&str>) -> serde_json::Value {
-        serde_json::json!({
+        let mut body = serde_json::json!({
             "type": format!("https://errors.crm.dev/{}", self.code.as_str().to_lowercase().replace('_', "-")),
             "title": self.code.title(),
             "status": self.code.http_status(),
@@ -323,7 +324,13 @@ impl ApiError {
             "code": self.code.as_str(),
             "requestId": request_id,
             "errors": self.fields,
-        })
+        });
+        if let Some(rule) = self.metadata.get("rule")
+            && let Some(m) = body.as_object_mut()
+        {
+            m.insert("rule".into(), rule.clone().into());
+        }
+        body
     }
 }
 
@@ -457,6 +464,11 @@ mod tests {
             ApiError::new(ErrorCode::RuleViolation, "won needs amount").into();
         assert_eq!(status.code(), Code::FailedPrecondition);
         assert_eq!(ApiError::from_status(&status).code.http_status(), 422);
+        let mut e = ApiError::new(ErrorCode::RuleViolation, "won needs amount");
+        e.metadata.insert("rule".into(), "required_fields".into());
+        let back = ApiError::from_status(&e.into());
+        assert_eq!(back.problem(None)["rule"], "required_fields");
+        assert!(ApiError::not_found("x").problem(None).get("rule").is_none());
     }
 
     #[test]

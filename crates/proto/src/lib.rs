@@ -24,6 +24,11 @@ pub mod crm {
             tonic::include_proto!("crm.webhooks.v1");
         }
     }
+    pub mod pipeline {
+        pub mod v1 {
+            tonic::include_proto!("crm.pipeline.v1");
+        }
+    }
     pub mod search {
         pub mod v1 {
             tonic::include_proto!("crm.search.v1");
@@ -37,6 +42,6 @@ pub mod crm {
 }
 
 pub use crm::{
-    accounts::v1 as accounts, events::v1 as events, identity::v1 as identity, search::v1 as search,
-    webhooks::v1 as webhooks,
+    accounts::v1 as accounts, events::v1 as events, identity::v1 as identity,
+    pipeline::v1 as pipeline, search::v1 as search, webhooks::v1 as webhooks,
 };

@@ -2,6 +2,7 @@
 
 pub mod accounts;
 pub mod identity;
+pub mod pipeline;
 pub mod search;
 pub mod webhooks;
 

@@ -1,4 +1,4 @@
-//! A whole stack per test: a fresh database, identity, accounts-contacts and the gateway on
+//! A whole stack per test: a fresh database, identity, accounts-contacts, pipeline and the gateway on
 //! free ports.
 
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
@@ -155,6 +155,24 @@ pub async fn spawn_with(opts: Options) -> TestStack {
         format!("http://{}", accounts.grpc_addr().expect("addr")),
     );
     tokio::spawn(accounts.run_until_stopped(cancel.clone()));
+    env.insert("CRM_PIPELINE_GRPC_PORT".into(), "0".into());
+    env.insert("CRM_PIPELINE_HTTP_PORT".into(), "0".into());
+    let config = Config::from_map(&env).expect("config");
+    let pipeline = crm_pipeline::Application::build(
+        &config,
+        &crm_pipeline::Settings::from_map(&env).expect("pipeline settings"),
+        crm_pipeline::Deps {
+            db: db.clone(),
+            bus: None,
+        },
+    )
+    .await
+    .expect("pipeline");
+    env.insert(
+        "CRM_PIPELINE_URL".into(),
+        format!("http://{}", pipeline.grpc_addr().expect("addr")),
+    );
+    tokio::spawn(pipeline.run_until_stopped(cancel.clone()));
     let settings =
         crm_gateway::GatewaySettings::from_map(&env, &config.identity_url).expect("settings");
     let gateway = crm_gateway::Application::build(&config, settings, cache)

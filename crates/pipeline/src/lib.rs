@@ -1,0 +1,13 @@
+//! The pipeline service: pipelines and stages for deals and tickets, opportunities, tickets,
+//! leads and the pipeline report, with permissions from identity (crm.pipeline.v1).
+//! `Application` builds and runs it; `crm up` and the `crm-pipeline` binary share it.
+
+pub mod app;
+pub mod consumer;
+pub mod currency;
+pub mod rules;
+pub mod service;
+pub mod store;
+
+pub use app::{Application, Deps, Settings};
+pub use service::Pipelines;

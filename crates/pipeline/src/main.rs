@@ -1,0 +1,32 @@
+//! The pipeline service as its own deployment.
+
+use anyhow::Context;
+use crm_bus::BusConfig;
+use crm_kit::{Config, Db, server};
+use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    let _telemetry = crm_kit::telemetry::init("pipeline", &config)?;
+    let settings = crm_pipeline::Settings::from_env()?;
+    let db = Db::connect(
+        config.database_url.expose_secret(),
+        config.db_max_connections,
+    )
+    .await
+    .context("cannot connect to PostgreSQL (DATABASE_URL)")?;
+    db.check_runtime_role().await?;
+    let bus = BusConfig::new(config.amqp_url.expose_secret(), config.bus_prefix.clone());
+    let app = crm_pipeline::Application::build(
+        &config,
+        &settings,
+        crm_pipeline::Deps { db, bus: Some(bus) },
+    )
+    .await?;
+    tracing::info!(grpc = %app.grpc_addr()?, http = %app.http_addr()?, "pipeline listening");
+    let cancel = CancellationToken::new();
+    server::cancel_on_signals(cancel.clone());
+    app.run_until_stopped(cancel).await
+}

@@ -1,0 +1,20 @@
+//! The pipeline schema: pipelines and stages, opportunities, tickets, leads, stage history
+//! and the projection of account names.
+
+use sea_orm_migration::prelude::*;
+
+mod m0001_initial;
+
+/// Migrates the `pipeline` schema.
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migration_table_name() -> DynIden {
+        Alias::new("seaql_migrations_pipeline").into_iden()
+    }
+
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m0001_initial::Migration)]
+    }
+}
