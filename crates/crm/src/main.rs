@@ -270,22 +270,6 @@ async fn up(mut config: Config, demo: bool, embedded: bool) -> anyhow::Result<()
         accounts.grpc_addr()?,
         accounts.http_addr()?
     );
-    let mut search_settings = crm_search::app::Settings::from_env()?;
-    search_settings.accounts_url = local_url(accounts.grpc_addr()?);
-    let search = crm_search::Application::build(
-        &config,
-        &search_settings,
-        crm_search::Deps {
-            db: db.clone(),
-            bus: Some(bus.clone()),
-        },
-    )
-    .await?;
-    println!(
-        "search: gRPC http://{}  HTTP http://{} (/livez /readyz /metrics)",
-        search.grpc_addr()?,
-        search.http_addr()?
-    );
     let mut pipeline_settings = crm_pipeline::Settings::from_env()?;
     pipeline_settings.accounts_url = local_url(accounts.grpc_addr()?);
     let pipeline = crm_pipeline::Application::build(
@@ -301,6 +285,23 @@ async fn up(mut config: Config, demo: bool, embedded: bool) -> anyhow::Result<()
         "pipeline: gRPC http://{}  HTTP http://{} (/livez /readyz /metrics)",
         pipeline.grpc_addr()?,
         pipeline.http_addr()?
+    );
+    let mut search_settings = crm_search::app::Settings::from_env()?;
+    search_settings.accounts_url = local_url(accounts.grpc_addr()?);
+    search_settings.pipeline_url = local_url(pipeline.grpc_addr()?);
+    let search = crm_search::Application::build(
+        &config,
+        &search_settings,
+        crm_search::Deps {
+            db: db.clone(),
+            bus: Some(bus.clone()),
+        },
+    )
+    .await?;
+    println!(
+        "search: gRPC http://{}  HTTP http://{} (/livez /readyz /metrics)",
+        search.grpc_addr()?,
+        search.http_addr()?
     );
     let mut settings = crm_gateway::GatewaySettings::from_env(&config.identity_url)?;
     if let Some(cell) = settings.cells.get_mut("default") {

@@ -284,6 +284,24 @@ impl Config {
     }
 }
 
+/// The gRPC address of another service from `var`, or `default` when unset or empty;
+/// anything but an http(s) URL is an error naming the variable.
+pub fn service_url(
+    vars: &HashMap<String, String>,
+    var: &str,
+    default: &str,
+) -> anyhow::Result<String> {
+    let url = vars
+        .get(var)
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_owned());
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        anyhow::bail!("{var}: not an http(s) URL: {url:?}");
+    }
+    Ok(url)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

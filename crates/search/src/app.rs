@@ -7,11 +7,13 @@ use crm_kit::{
     Config, Db, TokenVerifier,
     access::Permissions,
     auth::{AuthLayer, GrpcJwksSource},
+    config::service_url,
     server::{self, Readiness},
 };
 use crm_proto::{
     accounts::accounts_service_client::AccountsServiceClient,
     identity::identity_service_client::IdentityServiceClient,
+    pipeline::pipeline_service_client::PipelineServiceClient,
     search::search_service_server::SearchServiceServer,
 };
 use tokio::net::TcpListener;
@@ -25,6 +27,8 @@ use crate::{
 
 /// Where accounts-contacts listens unless `CRM_ACCOUNTS_CONTACTS_URL` says otherwise.
 pub const DEFAULT_ACCOUNTS_URL: &str = "http://127.0.0.1:50052";
+/// Where pipeline listens unless `CRM_PIPELINE_URL` says otherwise.
+pub const DEFAULT_PIPELINE_URL: &str = "http://127.0.0.1:50053";
 
 /// How often the document counts on /metrics are refreshed.
 const COUNTS_EVERY: Duration = Duration::from_secs(60);
@@ -34,25 +38,22 @@ const COUNTS_EVERY: Duration = Duration::from_secs(60);
 pub struct Settings {
     /// accounts-contacts, the source of contacts and accounts for rebuilds and drift checks.
     pub accounts_url: String,
+    /// pipeline, the source of opportunities, leads and tickets.
+    pub pipeline_url: String,
 }
 
 impl Settings {
-    /// Reads `CRM_ACCOUNTS_CONTACTS_URL` from the environment.
+    /// Reads `CRM_ACCOUNTS_CONTACTS_URL` and `CRM_PIPELINE_URL` from the environment.
     pub fn from_env() -> anyhow::Result<Self> {
         Self::from_map(&std::env::vars().collect())
     }
 
     /// Reads settings from a map (tests pass their own).
     pub fn from_map(vars: &HashMap<String, String>) -> anyhow::Result<Self> {
-        let accounts_url = vars
-            .get("CRM_ACCOUNTS_CONTACTS_URL")
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| DEFAULT_ACCOUNTS_URL.to_owned());
-        if !(accounts_url.starts_with("http://") || accounts_url.starts_with("https://")) {
-            anyhow::bail!("CRM_ACCOUNTS_CONTACTS_URL: not an http(s) URL: {accounts_url:?}");
-        }
-        Ok(Self { accounts_url })
+        Ok(Self {
+            accounts_url: service_url(vars, "CRM_ACCOUNTS_CONTACTS_URL", DEFAULT_ACCOUNTS_URL)?,
+            pipeline_url: service_url(vars, "CRM_PIPELINE_URL", DEFAULT_PIPELINE_URL)?,
+        })
     }
 }
 
@@ -97,6 +98,7 @@ impl Application {
             deps.db.clone(),
             Permissions::new(IdentityServiceClient::new(channel(&config.identity_url)?)),
             AccountsServiceClient::new(channel(&settings.accounts_url)?),
+            PipelineServiceClient::new(channel(&settings.pipeline_url)?),
         );
         let consumer = match &deps.bus {
             Some(bus) => {

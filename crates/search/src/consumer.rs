@@ -125,6 +125,15 @@ mod tests {
                 .is_none()
         );
         assert!(observation(&event("contact.created", None, Some(json!({})))).is_err());
-        assert_eq!(bindings(), ["contact.*", "account.*"]);
+        assert_eq!(
+            bindings(),
+            [
+                "contact.*",
+                "account.*",
+                "opportunity.*",
+                "lead.*",
+                "ticket.*"
+            ]
+        );
     }
 }

@@ -1,6 +1,6 @@
 //! The record types the index holds, and how each becomes a document: its searchable fields,
-//! its title and subtitle. Adding a type (opportunities, leads, tickets) means adding a
-//! [`Kind`] to [`KINDS`] and its source to `service::list_source`.
+//! its title and subtitle, and the field that names its owner. Adding a type means adding a
+//! [`Kind`] to [`KINDS`] and its source to `Search::source_page`.
 
 use serde_json::{Map, Value};
 
@@ -27,6 +27,8 @@ pub struct Kind {
     pub title: &'static str,
     /// The first of these fields that has a visible value is the hit's subtitle.
     pub subtitle: &'static [&'static str],
+    /// The record field holding the user whose scope (own/team) reaches it.
+    pub owner: &'static str,
 }
 
 const fn field(name: &'static str, from: &'static [&'static str], weight: f64) -> Field {
@@ -54,6 +56,7 @@ pub const CONTACT: Kind = Kind {
     ],
     title: "name",
     subtitle: &["email", "title"],
+    owner: "ownerUserId",
 };
 
 pub const ACCOUNT: Kind = Kind {
@@ -65,12 +68,47 @@ pub const ACCOUNT: Kind = Kind {
     ],
     title: "name",
     subtitle: &["website", "industry"],
+    owner: "ownerUserId",
+};
+
+pub const OPPORTUNITY: Kind = Kind {
+    name: "opportunity",
+    fields: &[
+        field("name", &["name"], 1.0),
+        field("stage", &["stage"], 0.5),
+    ],
+    title: "name",
+    subtitle: &["stage"],
+    owner: "ownerUserId",
+};
+
+pub const LEAD: Kind = Kind {
+    name: "lead",
+    fields: &[
+        field("name", &["firstName", "lastName"], 1.0),
+        field("email", &["email"], 0.95),
+        field("company", &["company"], 0.9),
+    ],
+    title: "name",
+    subtitle: &["company", "email"],
+    owner: "ownerUserId",
+};
+
+pub const TICKET: Kind = Kind {
+    name: "ticket",
+    fields: &[
+        field("subject", &["subject"], 1.0),
+        field("description", &["description"], 0.6),
+    ],
+    title: "subject",
+    subtitle: &["description"],
+    owner: "assigneeUserId",
 };
 
 /// Every indexed type.
-pub const KINDS: &[&Kind] = &[&CONTACT, &ACCOUNT];
+pub const KINDS: &[&Kind] = &[&CONTACT, &ACCOUNT, &OPPORTUNITY, &LEAD, &TICKET];
 
-/// Every type the API names; those not indexed yet are accepted and have no hits.
+/// Every type the API names.
 pub const API_TYPES: &[&str] = &["contact", "account", "opportunity", "lead", "ticket"];
 
 /// The indexed type named `name`.
@@ -172,7 +210,7 @@ impl Kind {
 
     /// The owner of a record, when it has one.
     pub fn owner_of(&self, record: &Map<String, Value>) -> Option<uuid::Uuid> {
-        text(record, "ownerUserId").and_then(|s| uuid::Uuid::parse_str(&s).ok())
+        text(record, self.owner).and_then(|s| uuid::Uuid::parse_str(&s).ok())
     }
 }
 

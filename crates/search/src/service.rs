@@ -9,6 +9,7 @@ use crm_kit::{
 };
 use crm_proto::{
     accounts::{self as apb, accounts_service_client::AccountsServiceClient},
+    pipeline::{self as ppb, pipeline_service_client::PipelineServiceClient},
     search::{self as pb, search_service_server::SearchService},
 };
 use serde_json::{Map, Value};
@@ -38,6 +39,7 @@ struct Inner {
     db: Db,
     perms: Permissions,
     accounts: AccountsServiceClient<Channel>,
+    pipeline: PipelineServiceClient<Channel>,
 }
 
 /// One record read from its owning service: id, version and its fields by REST name.
@@ -79,11 +81,42 @@ fn account_record(a: apb::Account) -> Option<SourceRecord> {
     Some((Uuid::parse_str(&a.id).ok()?, a.version, m))
 }
 
+fn opportunity_record(o: ppb::Opportunity) -> Option<SourceRecord> {
+    let mut m = Map::new();
+    put(&mut m, "name", &o.name);
+    put(&mut m, "stage", &o.stage);
+    put(&mut m, "accountId", &o.account_id);
+    put(&mut m, "ownerUserId", &o.owner_user_id);
+    m.insert("version".into(), o.version.into());
+    Some((Uuid::parse_str(&o.id).ok()?, o.version, m))
+}
+
+fn lead_record(l: ppb::Lead) -> Option<SourceRecord> {
+    let mut m = Map::new();
+    put(&mut m, "firstName", &l.first_name);
+    put(&mut m, "lastName", &l.last_name);
+    put(&mut m, "email", &l.email);
+    put(&mut m, "company", &l.company);
+    put(&mut m, "ownerUserId", &l.owner_user_id);
+    m.insert("version".into(), l.version.into());
+    Some((Uuid::parse_str(&l.id).ok()?, l.version, m))
+}
+
+fn ticket_record(t: ppb::Ticket) -> Option<SourceRecord> {
+    let mut m = Map::new();
+    put(&mut m, "subject", &t.subject);
+    put(&mut m, "description", &t.description);
+    put(&mut m, "accountId", &t.account_id);
+    put(&mut m, "assigneeUserId", &t.assignee_user_id);
+    m.insert("version".into(), t.version.into());
+    Some((Uuid::parse_str(&t.id).ok()?, t.version, m))
+}
+
 /// Validated search arguments.
 #[derive(Debug)]
 pub struct SearchArgs {
     pub query: Query,
-    /// Indexed kinds asked for (types named but not indexed yet simply have no hits).
+    /// The kinds asked for, each once; all of them when none is named.
     pub kinds: Vec<&'static Kind>,
     pub limit: usize,
 }
@@ -153,12 +186,18 @@ fn visible(access: &Access, kind: &Kind) -> Vec<&'static str> {
 
 impl Search {
     /// The service over its dependencies.
-    pub fn new(db: Db, perms: Permissions, accounts: AccountsServiceClient<Channel>) -> Self {
+    pub fn new(
+        db: Db,
+        perms: Permissions,
+        accounts: AccountsServiceClient<Channel>,
+        pipeline: PipelineServiceClient<Channel>,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 db,
                 perms,
                 accounts,
+                pipeline,
             }),
         }
     }
@@ -245,7 +284,61 @@ impl Search {
         page_token: String,
     ) -> ApiResult<(Vec<SourceRecord>, String)> {
         let mut client = self.inner.accounts.clone();
+        let mut pipeline = self.inner.pipeline.clone();
+        let status = |s: Status| ApiError::from_status(&s);
         let (records, next) = match kind.name {
+            "opportunity" => {
+                let r = pipeline
+                    .list_opportunities(Permissions::request(
+                        caller,
+                        ppb::ListOpportunitiesRequest {
+                            page_size: SOURCE_PAGE,
+                            page_token,
+                            ..Default::default()
+                        },
+                    ))
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                let records = r
+                    .opportunities
+                    .into_iter()
+                    .filter_map(opportunity_record)
+                    .collect();
+                (records, r.next_page_token)
+            }
+            "lead" => {
+                let r = pipeline
+                    .list_leads(Permissions::request(
+                        caller,
+                        ppb::ListLeadsRequest {
+                            page_size: SOURCE_PAGE,
+                            page_token,
+                            ..Default::default()
+                        },
+                    ))
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                let records = r.leads.into_iter().filter_map(lead_record).collect();
+                (records, r.next_page_token)
+            }
+            "ticket" => {
+                let r = pipeline
+                    .list_tickets(Permissions::request(
+                        caller,
+                        ppb::ListTicketsRequest {
+                            page_size: SOURCE_PAGE,
+                            page_token,
+                            ..Default::default()
+                        },
+                    ))
+                    .await
+                    .map_err(status)?
+                    .into_inner();
+                let records = r.tickets.into_iter().filter_map(ticket_record).collect();
+                (records, r.next_page_token)
+            }
             "contact" => {
                 let r = client
                     .list_contacts(Permissions::request(
@@ -454,6 +547,6 @@ mod tests {
         );
         let ok = validate(&req("a", &["ticket", "account", "account"], 0)).unwrap();
         assert_eq!(ok.limit, 20);
-        assert_eq!(ok.kinds.len(), 1);
+        assert_eq!(ok.kinds.len(), 2, "each named type once");
     }
 }

@@ -126,6 +126,8 @@ pub async fn spawn() -> TestStack {
         ("CRM_IDENTITY_HTTP_PORT".into(), "0".into()),
         ("CRM_ACCOUNTS_CONTACTS_GRPC_PORT".into(), "0".into()),
         ("CRM_ACCOUNTS_CONTACTS_HTTP_PORT".into(), "0".into()),
+        ("CRM_PIPELINE_GRPC_PORT".into(), "0".into()),
+        ("CRM_PIPELINE_HTTP_PORT".into(), "0".into()),
         ("CRM_SEARCH_GRPC_PORT".into(), "0".into()),
         ("CRM_SEARCH_HTTP_PORT".into(), "0".into()),
         ("CRM_GATEWAY_HTTP_PORT".into(), "0".into()),
@@ -172,6 +174,22 @@ pub async fn spawn() -> TestStack {
         format!("http://{}", accounts.grpc_addr().expect("addr")),
     );
     tokio::spawn(accounts.run_until_stopped(cancel.clone()));
+
+    let pipeline = crm_pipeline::Application::build(
+        &config,
+        &crm_pipeline::Settings::from_map(&env).expect("pipeline settings"),
+        crm_pipeline::Deps {
+            db: db.clone(),
+            bus: Some(bus.clone()),
+        },
+    )
+    .await
+    .expect("pipeline");
+    env.insert(
+        "CRM_PIPELINE_URL".into(),
+        format!("http://{}", pipeline.grpc_addr().expect("addr")),
+    );
+    tokio::spawn(pipeline.run_until_stopped(cancel.clone()));
 
     let settings = crm_search::app::Settings::from_map(&env).expect("search settings");
     let search = crm_search::Application::build(

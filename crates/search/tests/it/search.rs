@@ -460,3 +460,148 @@ async fn scope_team_reaches_the_teams_records_only() {
     let hits = st.search(&lead, "q=tamsin").await;
     assert_eq!(ids(&hits), [mates.as_str()], "{hits:?}");
 }
+
+#[tokio::test]
+async fn opportunities_leads_and_tickets_are_found_scoped_and_rebuilt() {
+    let st = spawn().await;
+    let admin = st.signup().await;
+    let rep = st.user(&admin, "sales_rep").await;
+    let account = s(
+        &st.create(&admin, "/accounts", json!({"name": "Globex"}))
+            .await,
+        "id",
+    );
+    let deal = s(
+        &st.create(
+            &admin,
+            "/opportunities",
+            json!({"accountId": account, "name": "Globex renewal 2027", "amountCents": 120000,
+                   "currency": "EUR", "stage": "proposal"}),
+        )
+        .await,
+        "id",
+    );
+    let grace = s(
+        &st.create(
+            &admin,
+            "/leads",
+            json!({"firstName": "Grace", "lastName": "Hopper", "email": "grace@navylabs.example",
+                   "company": "Navy Labs", "status": "new"}),
+        )
+        .await,
+        "id",
+    );
+    let rosalind = s(
+        &st.create(
+            &rep,
+            "/leads",
+            json!({"firstName": "Rosalind", "lastName": "Franklin", "company": "King's College",
+                   "status": "working"}),
+        )
+        .await,
+        "id",
+    );
+    let ticket = s(
+        &st.create(
+            &admin,
+            "/tickets",
+            json!({"subject": "Printer jammed on floor three", "priority": "high",
+                   "stage": "new", "accountId": account}),
+        )
+        .await,
+        "id",
+    );
+    st.search_until(&admin, "q=printer", "the ticket indexed", |h| h.len() == 1)
+        .await;
+    st.search_until(&admin, "q=rosalind", "the rep's lead indexed", |h| {
+        h.len() == 1
+    })
+    .await;
+
+    let hits = st
+        .search_until(&admin, "q=globex&types=opportunity", "the deal", |h| {
+            !h.is_empty()
+        })
+        .await;
+    assert_eq!(
+        hits,
+        [(
+            "opportunity".to_owned(),
+            deal.clone(),
+            "Globex renewal 2027".to_owned(),
+            "proposal".to_owned()
+        )]
+    );
+    let hits = st.search(&admin, "q=grac").await;
+    assert_eq!(ids(&hits), [grace.as_str()], "prefix: {hits:?}");
+    assert_eq!(
+        (hits[0].0.as_str(), hits[0].3.as_str()),
+        ("lead", "Navy Labs")
+    );
+    let hits = st.search(&admin, "q=printr").await;
+    assert_eq!(ids(&hits), [ticket.as_str()], "typo: {hits:?}");
+    assert_eq!(hits[0].2, "Printer jammed on floor three");
+    let hits = st.search(&admin, "q=globex").await;
+    let mut types: Vec<&str> = hits.iter().map(|h| h.0.as_str()).collect();
+    types.sort();
+    assert_eq!(types, ["account", "opportunity"], "one box over every type");
+
+    // A rep with scope own on leads sees their own lead only.
+    assert!(st.search(&rep, "q=grace").await.is_empty());
+    assert_eq!(
+        ids(&st.search(&rep, "q=rosalind").await),
+        [rosalind.as_str()]
+    );
+
+    // A deleted lead disappears.
+    let res = st
+        .http
+        .delete(st.url(&format!("/leads/{grace}")))
+        .bearer_auth(&admin.token)
+        .send()
+        .await
+        .expect("delete");
+    assert_eq!(res.status(), 204);
+    st.search_until(&admin, "q=grace", "the delete indexed", |h| h.is_empty())
+        .await;
+
+    // Wiped and rebuilt from pipeline: the same answers.
+    let queries = ["q=globex", "q=printr", "q=rosalind", "q=grace"];
+    let mut before = Vec::new();
+    for q in queries {
+        before.push(st.search(&admin, q).await);
+    }
+    st.admin
+        .execute_raw(Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "DELETE FROM search.documents WHERE tenant_id = $1::uuid",
+            [admin.tenant_id.clone().into()],
+        ))
+        .await
+        .expect("wipe");
+    let counts = st
+        .search_client()
+        .await
+        .reindex(grpc(
+            &admin,
+            pb::ReindexRequest {
+                types: vec!["opportunity".into(), "lead".into(), "ticket".into()],
+            },
+        ))
+        .await
+        .expect("reindex")
+        .into_inner()
+        .counts;
+    let count = |t: &str| counts.iter().find(|c| c.r#type == t).map(|c| c.count);
+    assert_eq!(
+        (count("opportunity"), count("lead"), count("ticket")),
+        (Some(1), Some(1), Some(1))
+    );
+    let mut after = Vec::new();
+    for q in queries {
+        after.push(st.search(&admin, q).await);
+    }
+    // The account is not rebuilt by this call: it is gone from the wiped index.
+    before[0].retain(|h| h.0 != "account");
+    assert_eq!(after, before);
+}
