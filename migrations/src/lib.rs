@@ -10,6 +10,7 @@ use sea_orm_migration::{
 pub mod accounts;
 pub mod identity;
 pub mod search;
+pub mod timeline;
 pub mod webhooks;
 
 /// The group role that holds the runtime privileges; service login roles are members of it.
@@ -27,6 +28,7 @@ pub async fn migrate_all(admin_url: &str, runtime_role: &str) -> anyhow::Result<
     accounts::Migrator::up(&db, None).await?;
     webhooks::Migrator::up(&db, None).await?;
     search::Migrator::up(&db, None).await?;
+    timeline::Migrator::up(&db, None).await?;
     db.close().await?;
     Ok(())
 }

@@ -9,6 +9,7 @@ use crm_proto::{
     accounts::accounts_service_client::AccountsServiceClient,
     identity::identity_service_client::IdentityServiceClient,
     search::search_service_client::SearchServiceClient,
+    timeline::timeline_service_client::TimelineServiceClient,
     webhooks::webhook_service_client::WebhookServiceClient,
 };
 use tonic::transport::{Channel, Endpoint};
@@ -22,6 +23,7 @@ pub struct Cell {
     pub accounts: AccountsServiceClient<Channel>,
     pub webhooks: WebhookServiceClient<Channel>,
     pub search: SearchServiceClient<Channel>,
+    pub timeline: TimelineServiceClient<Channel>,
 }
 
 /// Every cell, and which tenant lives where.
@@ -63,6 +65,10 @@ impl Backends {
                     )?),
                     search: SearchServiceClient::new(channel(
                         &urls.search,
+                        settings.request_timeout,
+                    )?),
+                    timeline: TimelineServiceClient::new(channel(
+                        &urls.timeline,
                         settings.request_timeout,
                     )?),
                 },
@@ -118,6 +124,14 @@ impl Backends {
         tenant: Option<TenantId>,
     ) -> Result<SearchServiceClient<Channel>, GwError> {
         Ok(self.cell(tenant)?.search.clone())
+    }
+
+    /// A client of the activity and timeline service in the tenant's cell.
+    pub fn timeline(
+        &self,
+        tenant: Option<TenantId>,
+    ) -> Result<TimelineServiceClient<Channel>, GwError> {
+        Ok(self.cell(tenant)?.timeline.clone())
     }
 
     /// Builds a gRPC request carrying the context of the REST request.

@@ -42,6 +42,9 @@ pub struct CellUrls {
     pub webhooks: String,
     /// The search service (`crm.search.v1.SearchService`).
     pub search: String,
+    /// The activity and timeline service (`crm.timeline.v1.TimelineService`;
+    /// `CRM_ACTIVITY_TIMELINE_URL`, `CRM_CELL_<NAME>_ACTIVITY_TIMELINE_URL`).
+    pub timeline: String,
 }
 
 /// Where the default cell's accounts service listens unless `CRM_ACCOUNTS_CONTACTS_URL` says otherwise.
@@ -51,6 +54,8 @@ pub const DEFAULT_ACCOUNTS_URL: &str = "http://127.0.0.1:50052";
 pub const DEFAULT_WEBHOOKS_URL: &str = "http://127.0.0.1:50056";
 /// Where the default cell's search service listens unless `CRM_SEARCH_URL` says otherwise.
 pub const DEFAULT_SEARCH_URL: &str = "http://127.0.0.1:50055";
+/// Where the default cell's activity and timeline service listens unless `CRM_ACTIVITY_TIMELINE_URL` says otherwise.
+pub const DEFAULT_TIMELINE_URL: &str = "http://127.0.0.1:50054";
 
 fn is_http_url(url: &str) -> bool {
     url.starts_with("http://") || url.starts_with("https://")
@@ -152,6 +157,13 @@ impl GatewaySettings {
         if !is_http_url(&search) {
             errors.push(format!("CRM_SEARCH_URL: not an http(s) URL: {search:?}"));
         }
+        let timeline =
+            get("CRM_ACTIVITY_TIMELINE_URL").unwrap_or_else(|| DEFAULT_TIMELINE_URL.to_owned());
+        if !is_http_url(&timeline) {
+            errors.push(format!(
+                "CRM_ACTIVITY_TIMELINE_URL: not an http(s) URL: {timeline:?}"
+            ));
+        }
         let mut cells = HashMap::new();
         cells.insert(
             "default".to_owned(),
@@ -160,6 +172,7 @@ impl GatewaySettings {
                 accounts,
                 webhooks,
                 search,
+                timeline,
             },
         );
         let mut tenant_cells = HashMap::new();
@@ -192,11 +205,18 @@ impl GatewaySettings {
                             }
                         }
                     };
-                    if let (Some(identity), Some(accounts), Some(webhooks), Some(search)) = (
+                    if let (
+                        Some(identity),
+                        Some(accounts),
+                        Some(webhooks),
+                        Some(search),
+                        Some(timeline),
+                    ) = (
                         url("IDENTITY"),
                         url("ACCOUNTS_CONTACTS"),
                         url("WEBHOOK_DELIVERY"),
                         url("SEARCH"),
+                        url("ACTIVITY_TIMELINE"),
                     ) {
                         cells.insert(
                             cell.clone(),
@@ -205,6 +225,7 @@ impl GatewaySettings {
                                 accounts,
                                 webhooks,
                                 search,
+                                timeline,
                             },
                         );
                     }
@@ -257,6 +278,10 @@ mod tests {
                 "CRM_CELL_BIG_SEARCH_URL".to_owned(),
                 "http://big:50055".to_owned(),
             ),
+            (
+                "CRM_CELL_BIG_ACTIVITY_TIMELINE_URL".to_owned(),
+                "http://big:50054".to_owned(),
+            ),
         ]
         .into();
         let s = GatewaySettings::from_map(&vars, "http://id:1").unwrap();
@@ -266,6 +291,8 @@ mod tests {
         assert_eq!(s.cells["big"].webhooks, "http://big:50056");
         assert_eq!(s.cells["default"].webhooks, DEFAULT_WEBHOOKS_URL);
         assert_eq!(s.cells["big"].search, "http://big:50055");
+        assert_eq!(s.cells["big"].timeline, "http://big:50054");
+        assert_eq!(s.cells["default"].timeline, DEFAULT_TIMELINE_URL);
         let vars: HashMap<String, String> =
             [("CRM_TENANT_CELLS".to_owned(), format!("{t}=nowhere"))].into();
         let err = GatewaySettings::from_map(&vars, "http://id:1")
@@ -277,6 +304,10 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("CRM_CELL_NOWHERE_SEARCH_URL"), "{err}");
+        assert!(
+            err.contains("CRM_CELL_NOWHERE_ACTIVITY_TIMELINE_URL"),
+            "{err}"
+        );
     }
 
     #[test]

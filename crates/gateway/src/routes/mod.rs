@@ -3,6 +3,7 @@
 pub mod accounts;
 pub mod identity;
 pub mod search;
+pub mod timeline;
 pub mod webhooks;
 
 use axum::{
