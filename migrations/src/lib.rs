@@ -11,6 +11,7 @@ pub mod accounts;
 pub mod identity;
 pub mod pipeline;
 pub mod search;
+pub mod timeline;
 pub mod webhooks;
 
 /// The group role that holds the runtime privileges; service login roles are members of it.
@@ -29,6 +30,7 @@ pub async fn migrate_all(admin_url: &str, runtime_role: &str) -> anyhow::Result<
     pipeline::Migrator::up(&db, None).await?;
     webhooks::Migrator::up(&db, None).await?;
     search::Migrator::up(&db, None).await?;
+    timeline::Migrator::up(&db, None).await?;
     db.close().await?;
     Ok(())
 }

@@ -303,11 +303,28 @@ async fn up(mut config: Config, demo: bool, embedded: bool) -> anyhow::Result<()
         search.grpc_addr()?,
         search.http_addr()?
     );
+    let mut timeline_settings = crm_activity_timeline::Settings::from_env()?;
+    timeline_settings.accounts_url = local_url(accounts.grpc_addr()?);
+    let timeline = crm_activity_timeline::Application::build(
+        &config,
+        &timeline_settings,
+        crm_activity_timeline::Deps {
+            db: db.clone(),
+            bus: Some(bus.clone()),
+        },
+    )
+    .await?;
+    println!(
+        "activity-timeline: gRPC http://{}  HTTP http://{} (/livez /readyz /metrics)",
+        timeline.grpc_addr()?,
+        timeline.http_addr()?
+    );
     let mut settings = crm_gateway::GatewaySettings::from_env(&config.identity_url)?;
     if let Some(cell) = settings.cells.get_mut("default") {
         cell.accounts = local_url(accounts.grpc_addr()?);
         cell.search = local_url(search.grpc_addr()?);
         cell.pipeline = local_url(pipeline.grpc_addr()?);
+        cell.timeline = local_url(timeline.grpc_addr()?);
     }
     let webhooks = crm_webhook_delivery::Application::build(
         &config,
@@ -332,22 +349,24 @@ async fn up(mut config: Config, demo: bool, embedded: bool) -> anyhow::Result<()
     server::cancel_on_signals(cancel.clone());
     let accounts_service = accounts.accounts().clone();
     let pipeline_service = pipeline.pipelines().clone();
+    let timeline_service = timeline.timeline().clone();
     let services = tokio::spawn({
         let cancel = cancel.clone();
         async move {
-            let (i, a, w, s, p, g) = tokio::join!(
+            let (i, a, w, s, p, t, g) = tokio::join!(
                 identity.run_until_stopped(cancel.clone()),
                 accounts.run_until_stopped(cancel.clone()),
                 webhooks.run_until_stopped(cancel.clone()),
                 search.run_until_stopped(cancel.clone()),
                 pipeline.run_until_stopped(cancel.clone()),
+                timeline.run_until_stopped(cancel.clone()),
                 gateway.run_until_stopped(cancel.clone())
             );
-            i.and(a).and(w).and(s).and(p).and(g)
+            i.and(a).and(w).and(s).and(p).and(t).and(g)
         }
     });
     if let Some(admin) = demo_admin {
-        let accounts = seed_demo_records(&accounts_service, &admin).await?;
+        let accounts = seed_demo_records(&accounts_service, &timeline_service, &admin).await?;
         seed_demo_pipeline(&pipeline_service, &admin, &accounts).await?;
     }
     println!("gateway: http://{gateway_addr}/api/v1 (docs: http://{gateway_addr}/api/v1/docs)");
@@ -442,10 +461,11 @@ async fn seed_demo(
     }
 }
 
-/// A few accounts and contacts for the demo tenant, some owned by the sales rep; returns
-/// the accounts' ids.
+/// A few accounts and contacts for the demo tenant, some owned by the sales rep, with a
+/// few activities logged about them; returns the accounts' ids.
 async fn seed_demo_records(
     accounts: &crm_accounts_contacts::Accounts,
+    timeline: &crm_activity_timeline::Timeline,
     (admin, rep): &(crm_kit::Caller, String),
 ) -> anyhow::Result<Vec<String>> {
     let mut ids = Vec::new();
@@ -509,7 +529,7 @@ async fn seed_demo_records(
             .await
             .map_err(|e| anyhow::anyhow!("demo account {name}: {e}"))?;
         ids.push(account.id.clone());
-        accounts
+        let contact = accounts
             .create_contact(
                 admin,
                 pb::CreateContactRequest {
@@ -517,15 +537,48 @@ async fn seed_demo_records(
                     last_name: last.into(),
                     email: email.into(),
                     phone: phone.into(),
-                    account_id: account.id,
+                    account_id: account.id.clone(),
                     owner_user_id: owner,
                     ..Default::default()
                 },
             )
             .await
             .map_err(|e| anyhow::anyhow!("demo contact {email}: {e}"))?;
+        let (subject_type, subject_id, activity_type, body) = match i % 3 {
+            0 => (
+                "contact",
+                contact.id,
+                "call",
+                format!("Intro call with {first} {last}"),
+            ),
+            1 => (
+                "account",
+                account.id,
+                "meeting",
+                format!("Quarterly review at {name}"),
+            ),
+            _ => (
+                "contact",
+                contact.id,
+                "task",
+                format!("Send {first} the proposal"),
+            ),
+        };
+        timeline
+            .create_activity(
+                admin,
+                crm_proto::timeline::CreateActivityRequest {
+                    subject_type: subject_type.into(),
+                    subject_id,
+                    activity_type: activity_type.into(),
+                    body,
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("demo activity about {name}: {e}"))?;
     }
-    println!("demo accounts and contacts created");
+    println!("demo accounts, contacts and activities created");
     Ok(ids)
 }
 

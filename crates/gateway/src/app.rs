@@ -34,7 +34,7 @@ use crate::{
     config::GatewaySettings,
     error::{OwnErrorFormat, render_problems},
     middleware::{Idempotency, RateLimiter, authenticate, client_address, idempotency, rate_limit},
-    routes::{accounts, identity, pipeline, search, webhooks},
+    routes::{accounts, identity, pipeline, search, timeline, webhooks},
 };
 
 /// What every handler shares.
@@ -131,7 +131,7 @@ async fn livez() -> &'static str {
     "ok"
 }
 
-/// Readiness: Redis, identity, accounts-contacts and pipeline answer.
+/// Readiness: Redis, identity, accounts-contacts, pipeline and activity-timeline answer.
 #[utoipa::path(get, path = "/readyz", tag = "meta", responses(
     (status = 200, description = "Ready", content_type = "text/plain", body = String),
     (status = 503, description = "A dependency is down, one line each", content_type = "text/plain", body = String)))]
@@ -165,15 +165,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
         accounts.list_custom_fields(crm_proto::accounts::ListCustomFieldsRequest::default()),
     )
     .await;
-    let reachable = match probe {
-        Ok(Ok(_)) => true,
-        Ok(Err(status)) => !matches!(
-            status.code(),
-            tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded
-        ),
-        Err(_) => false,
-    };
-    if !reachable {
+    if !answered(probe) {
         failures.push("accounts-contacts: unreachable".into());
     }
     let mut pipeline = cell.pipeline.clone();
@@ -182,21 +174,35 @@ async fn readyz(State(s): State<AppState>) -> Response {
         pipeline.list_pipelines(crm_proto::pipeline::ListPipelinesRequest::default()),
     )
     .await;
-    let reachable = match probe {
+    if !answered(probe) {
+        failures.push("pipeline: unreachable".into());
+    }
+    let mut timeline = cell.timeline.clone();
+    let probe = tokio::time::timeout(
+        Duration::from_secs(2),
+        timeline.list_tasks(crm_proto::timeline::ListTasksRequest::default()),
+    )
+    .await;
+    if !answered(probe) {
+        failures.push("activity-timeline: unreachable".into());
+    }
+    if failures.is_empty() {
+        (StatusCode::OK, "ok".to_owned()).into_response()
+    } else {
+        not_ready(failures.join("\n"))
+    }
+}
+
+/// Whether a probe got any answer, even "unauthenticated": transport errors and time-outs
+/// are no answer.
+fn answered<T>(probe: Result<Result<T, tonic::Status>, tokio::time::error::Elapsed>) -> bool {
+    match probe {
         Ok(Ok(_)) => true,
         Ok(Err(status)) => !matches!(
             status.code(),
             tonic::Code::Unavailable | tonic::Code::Unknown | tonic::Code::DeadlineExceeded
         ),
         Err(_) => false,
-    };
-    if !reachable {
-        failures.push("pipeline: unreachable".into());
-    }
-    if failures.is_empty() {
-        (StatusCode::OK, "ok".to_owned()).into_response()
-    } else {
-        not_ready(failures.join("\n"))
     }
 }
 
@@ -237,6 +243,7 @@ pub fn router(
         .merge(webhooks::protected())
         .merge(search::protected())
         .merge(pipeline::protected())
+        .merge(timeline::protected())
         .layer(from_fn_with_state(idem, idempotency))
         .layer(from_fn_with_state(limiter, rate_limit))
         .layer(from_fn_with_state(verifier, authenticate));
@@ -427,6 +434,18 @@ mod tests {
             ),
             ("/api/v1/custom-fields", &["get", "post"]),
             ("/api/v1/custom-fields/{id}", &["patch", "delete"]),
+            ("/api/v1/activities", &["get", "post"]),
+            ("/api/v1/activities/{id}", &["get", "patch", "delete"]),
+            ("/api/v1/activities/{id}/restore", &["post"]),
+            ("/api/v1/activities/{id}/complete", &["post"]),
+            ("/api/v1/tasks", &["get"]),
+            ("/api/v1/accounts/{id}/timeline", &["get"]),
+            ("/api/v1/contacts/{id}/timeline", &["get"]),
+            ("/api/v1/opportunities/{id}/timeline", &["get"]),
+            ("/api/v1/leads/{id}/timeline", &["get"]),
+            ("/api/v1/tickets/{id}/timeline", &["get"]),
+            ("/api/v1/audit-log", &["get"]),
+            ("/api/v1/audit-log/export", &["get"]),
         ] {
             for m in methods {
                 assert!(

@@ -10,6 +10,7 @@ use crm_proto::{
     identity::identity_service_client::IdentityServiceClient,
     pipeline::pipeline_service_client::PipelineServiceClient,
     search::search_service_client::SearchServiceClient,
+    timeline::timeline_service_client::TimelineServiceClient,
     webhooks::webhook_service_client::WebhookServiceClient,
 };
 use tonic::transport::{Channel, Endpoint};
@@ -24,6 +25,7 @@ pub struct Cell {
     pub webhooks: WebhookServiceClient<Channel>,
     pub search: SearchServiceClient<Channel>,
     pub pipeline: PipelineServiceClient<Channel>,
+    pub timeline: TimelineServiceClient<Channel>,
 }
 
 /// Every cell, and which tenant lives where.
@@ -69,6 +71,10 @@ impl Backends {
                     )?),
                     pipeline: PipelineServiceClient::new(channel(
                         &urls.pipeline,
+                        settings.request_timeout,
+                    )?),
+                    timeline: TimelineServiceClient::new(channel(
+                        &urls.timeline,
                         settings.request_timeout,
                     )?),
                 },
@@ -132,6 +138,14 @@ impl Backends {
         tenant: Option<TenantId>,
     ) -> Result<PipelineServiceClient<Channel>, GwError> {
         Ok(self.cell(tenant)?.pipeline.clone())
+    }
+
+    /// A client of the activity and timeline service in the tenant's cell.
+    pub fn timeline(
+        &self,
+        tenant: Option<TenantId>,
+    ) -> Result<TimelineServiceClient<Channel>, GwError> {
+        Ok(self.cell(tenant)?.timeline.clone())
     }
 
     /// Builds a gRPC request carrying the context of the REST request.

@@ -44,6 +44,9 @@ pub struct CellUrls {
     pub search: String,
     /// The pipeline service (`CRM_PIPELINE_URL`, `CRM_CELL_<NAME>_PIPELINE_URL`).
     pub pipeline: String,
+    /// The activity and timeline service (`crm.timeline.v1.TimelineService`;
+    /// `CRM_ACTIVITY_TIMELINE_URL`, `CRM_CELL_<NAME>_ACTIVITY_TIMELINE_URL`).
+    pub timeline: String,
 }
 
 /// Where the default cell's accounts service listens unless `CRM_ACCOUNTS_CONTACTS_URL` says otherwise.
@@ -55,6 +58,8 @@ pub const DEFAULT_WEBHOOKS_URL: &str = "http://127.0.0.1:50056";
 pub const DEFAULT_SEARCH_URL: &str = "http://127.0.0.1:50055";
 /// Where the default cell's pipeline service listens unless `CRM_PIPELINE_URL` says otherwise.
 pub const DEFAULT_PIPELINE_URL: &str = "http://127.0.0.1:50053";
+/// Where the default cell's activity and timeline service listens unless `CRM_ACTIVITY_TIMELINE_URL` says otherwise.
+pub const DEFAULT_TIMELINE_URL: &str = "http://127.0.0.1:50054";
 
 fn is_http_url(url: &str) -> bool {
     url.starts_with("http://") || url.starts_with("https://")
@@ -162,6 +167,13 @@ impl GatewaySettings {
                 "CRM_PIPELINE_URL: not an http(s) URL: {pipeline:?}"
             ));
         }
+        let timeline =
+            get("CRM_ACTIVITY_TIMELINE_URL").unwrap_or_else(|| DEFAULT_TIMELINE_URL.to_owned());
+        if !is_http_url(&timeline) {
+            errors.push(format!(
+                "CRM_ACTIVITY_TIMELINE_URL: not an http(s) URL: {timeline:?}"
+            ));
+        }
         let mut cells = HashMap::new();
         cells.insert(
             "default".to_owned(),
@@ -171,6 +183,7 @@ impl GatewaySettings {
                 webhooks,
                 search,
                 pipeline,
+                timeline,
             },
         );
         let mut tenant_cells = HashMap::new();
@@ -209,12 +222,14 @@ impl GatewaySettings {
                         Some(webhooks),
                         Some(search),
                         Some(pipeline),
+                        Some(timeline),
                     ) = (
                         url("IDENTITY"),
                         url("ACCOUNTS_CONTACTS"),
                         url("WEBHOOK_DELIVERY"),
                         url("SEARCH"),
                         url("PIPELINE"),
+                        url("ACTIVITY_TIMELINE"),
                     ) {
                         cells.insert(
                             cell.clone(),
@@ -224,6 +239,7 @@ impl GatewaySettings {
                                 webhooks,
                                 search,
                                 pipeline,
+                                timeline,
                             },
                         );
                     }
@@ -280,6 +296,10 @@ mod tests {
                 "CRM_CELL_BIG_PIPELINE_URL".to_owned(),
                 "http://big:50053".to_owned(),
             ),
+            (
+                "CRM_CELL_BIG_ACTIVITY_TIMELINE_URL".to_owned(),
+                "http://big:50054".to_owned(),
+            ),
         ]
         .into();
         let s = GatewaySettings::from_map(&vars, "http://id:1").unwrap();
@@ -291,6 +311,8 @@ mod tests {
         assert_eq!(s.cells["big"].search, "http://big:50055");
         assert_eq!(s.cells["big"].pipeline, "http://big:50053");
         assert_eq!(s.cells["default"].pipeline, DEFAULT_PIPELINE_URL);
+        assert_eq!(s.cells["big"].timeline, "http://big:50054");
+        assert_eq!(s.cells["default"].timeline, DEFAULT_TIMELINE_URL);
         let vars: HashMap<String, String> =
             [("CRM_TENANT_CELLS".to_owned(), format!("{t}=nowhere"))].into();
         let err = GatewaySettings::from_map(&vars, "http://id:1")
@@ -302,6 +324,10 @@ mod tests {
             "{err}"
         );
         assert!(err.contains("CRM_CELL_NOWHERE_SEARCH_URL"), "{err}");
+        assert!(
+            err.contains("CRM_CELL_NOWHERE_ACTIVITY_TIMELINE_URL"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -34,6 +34,11 @@ pub mod crm {
             tonic::include_proto!("crm.search.v1");
         }
     }
+    pub mod timeline {
+        pub mod v1 {
+            tonic::include_proto!("crm.timeline.v1");
+        }
+    }
     pub mod events {
         pub mod v1 {
             tonic::include_proto!("crm.events.v1");
@@ -43,5 +48,6 @@ pub mod crm {
 
 pub use crm::{
     accounts::v1 as accounts, events::v1 as events, identity::v1 as identity,
-    pipeline::v1 as pipeline, search::v1 as search, webhooks::v1 as webhooks,
+    pipeline::v1 as pipeline, search::v1 as search, timeline::v1 as timeline,
+    webhooks::v1 as webhooks,
 };

@@ -4,6 +4,7 @@ pub mod accounts;
 pub mod identity;
 pub mod pipeline;
 pub mod search;
+pub mod timeline;
 pub mod webhooks;
 
 use axum::{

@@ -173,6 +173,24 @@ pub async fn spawn_with(opts: Options) -> TestStack {
         format!("http://{}", pipeline.grpc_addr().expect("addr")),
     );
     tokio::spawn(pipeline.run_until_stopped(cancel.clone()));
+    env.insert("CRM_ACTIVITY_TIMELINE_GRPC_PORT".into(), "0".into());
+    env.insert("CRM_ACTIVITY_TIMELINE_HTTP_PORT".into(), "0".into());
+    let config = Config::from_map(&env).expect("config");
+    let timeline = crm_activity_timeline::Application::build(
+        &config,
+        &crm_activity_timeline::Settings::from_map(&env).expect("timeline settings"),
+        crm_activity_timeline::Deps {
+            db: db.clone(),
+            bus: None,
+        },
+    )
+    .await
+    .expect("activity-timeline");
+    env.insert(
+        "CRM_ACTIVITY_TIMELINE_URL".into(),
+        format!("http://{}", timeline.grpc_addr().expect("addr")),
+    );
+    tokio::spawn(timeline.run_until_stopped(cancel.clone()));
     let settings =
         crm_gateway::GatewaySettings::from_map(&env, &config.identity_url).expect("settings");
     let gateway = crm_gateway::Application::build(&config, settings, cache)
