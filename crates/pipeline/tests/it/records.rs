@@ -389,3 +389,31 @@ async fn tickets_and_leads_have_their_own_records() {
         assert!(types.iter().any(|x| x == t), "{t} in {types:?}");
     }
 }
+
+#[tokio::test]
+async fn concurrent_first_uses_create_each_default_once() {
+    let st = spawn().await;
+    let admin = st.signup().await;
+    let calls = (0..8).map(|_| async {
+        let res = st.get(&admin, "/pipelines").send().await.unwrap();
+        res.status().as_u16()
+    });
+    let statuses = futures::future::join_all(calls).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let b: Value = st
+        .get(&admin, "/pipelines")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(b["items"].as_array().unwrap().len(), 2, "{b}");
+    let created = st
+        .events()
+        .await
+        .into_iter()
+        .filter(|(t, _)| t == "pipeline.created")
+        .count();
+    assert_eq!(created, 2);
+}
