@@ -54,7 +54,9 @@ impl Default for WebhookSettings {
             concurrency: 64,
             per_endpoint_concurrency: 4,
             poll_interval: Duration::from_millis(1000),
-            drain_timeout: Duration::from_secs(30),
+            // Inside the chart's 30-second termination grace period, with time left to record
+            // the tries and hand back the rest.
+            drain_timeout: Duration::from_secs(20),
         }
     }
 }

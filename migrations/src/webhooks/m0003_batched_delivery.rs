@@ -2,7 +2,8 @@
 //! sealed secrets) in one statement, keeps per-endpoint in-flight counts itself, and records
 //! a batch of tries in one statement. Each claim carries the worker's lease token: only the
 //! holder of a lease records or releases it, so a worker whose lease ran out cannot
-//! overwrite the result of the one that took the delivery over.
+//! overwrite the result of the one that took the delivery over. The functions are PL/pgSQL
+//! so each connection plans their statements once, not on every call as SQL functions are.
 
 use sea_orm_migration::prelude::*;
 
@@ -41,9 +42,12 @@ RETURNS TABLE (tenant_id uuid, id uuid, endpoint_id uuid, payload text, attempt_
     url text, endpoint_version bigint, secret_enc bytea, secret_nonce bytea,
     previous_secret_enc bytea, previous_secret_nonce bytea,
     previous_secret_expires_at timestamptz, failing_since timestamptz)
-LANGUAGE sql VOLATILE SECURITY DEFINER
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
     WITH busy AS (
         SELECT b.endpoint_id, b.n FROM unnest(busy_endpoints, busy_counts) AS b(endpoint_id, n)
     ), due AS (
@@ -92,16 +96,21 @@ AS $fn$
            c.previous_secret_expires_at, c.failing_since
       FROM claimed k
       JOIN chosen c ON c.tenant_id = k.tenant_id AND c.id = k.id
-     WHERE c.live
+     WHERE c.live;
+END
 $fn$;
 
--- Records a batch of tries (a JSON array, one object per try) in one statement: each delivery still leased to `worker` is
--- settled or rescheduled and gets its attempt row; returns the deliveries recorded.
+-- Records a batch of tries (a JSON array, one object per try) in one statement: each
+-- delivery still leased to `worker` is settled or rescheduled and gets its attempt row;
+-- returns the deliveries recorded.
 CREATE OR REPLACE FUNCTION webhooks.record_batch(worker uuid, tries jsonb)
 RETURNS TABLE (tenant_id uuid, id uuid)
-LANGUAGE sql VOLATILE SECURITY DEFINER
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+#variable_conflict use_column
+BEGIN
+    RETURN QUERY
     WITH v AS (
         SELECT * FROM jsonb_to_recordset(tries)
             AS v(tenant_id uuid, id uuid, attempt_id uuid, status text, attempt_status text,
@@ -115,7 +124,7 @@ AS $fn$
          WHERE d.tenant_id = v.tenant_id AND d.id = v.id
            AND d.status = 'delivering' AND d.lease_token = worker
         RETURNING d.tenant_id, d.id
-    ), tries AS (
+    ), written AS (
         INSERT INTO webhooks.attempts (tenant_id, id, delivery_id, status, response_code,
                                        response_body, error, duration_ms, next_attempt_at)
         SELECT v.tenant_id, v.attempt_id, v.id, v.attempt_status, v.code, v.body, v.error,
@@ -123,7 +132,8 @@ AS $fn$
           FROM v JOIN done ON done.tenant_id = v.tenant_id AND done.id = v.id
         RETURNING tenant_id, delivery_id
     )
-    SELECT t.tenant_id, t.delivery_id FROM tries t
+    SELECT w.tenant_id, w.delivery_id FROM written w;
+END
 $fn$;
 
 -- Hands back what a stopping worker still holds (claimed, not recorded): due again at once,
