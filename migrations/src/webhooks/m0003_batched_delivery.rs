@@ -2,8 +2,7 @@
 //! sealed secrets) in one statement, keeps per-endpoint in-flight counts itself, and records
 //! a batch of tries in one statement. Each claim carries the worker's lease token: only the
 //! holder of a lease records or releases it, so a worker whose lease ran out cannot
-//! overwrite the result of the one that took the delivery over. The functions are PL/pgSQL
-//! so each connection plans their statements once, not on every call as SQL functions are.
+//! overwrite the result of the one that took the delivery over.
 
 use sea_orm_migration::prelude::*;
 
@@ -42,12 +41,9 @@ RETURNS TABLE (tenant_id uuid, id uuid, endpoint_id uuid, payload text, attempt_
     url text, endpoint_version bigint, secret_enc bytea, secret_nonce bytea,
     previous_secret_enc bytea, previous_secret_nonce bytea,
     previous_secret_expires_at timestamptz, failing_since timestamptz)
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-#variable_conflict use_column
-BEGIN
-    RETURN QUERY
     WITH busy AS (
         SELECT b.endpoint_id, b.n FROM unnest(busy_endpoints, busy_counts) AS b(endpoint_id, n)
     ), due AS (
@@ -96,21 +92,16 @@ BEGIN
            c.previous_secret_expires_at, c.failing_since
       FROM claimed k
       JOIN chosen c ON c.tenant_id = k.tenant_id AND c.id = k.id
-     WHERE c.live;
-END
+     WHERE c.live
 $fn$;
 
--- Records a batch of tries (a JSON array, one object per try) in one statement: each
--- delivery still leased to `worker` is settled or rescheduled and gets its attempt row;
--- returns the deliveries recorded.
+-- Records a batch of tries (a JSON array, one object per try) in one statement: each delivery still leased to `worker` is
+-- settled or rescheduled and gets its attempt row; returns the deliveries recorded.
 CREATE OR REPLACE FUNCTION webhooks.record_batch(worker uuid, tries jsonb)
 RETURNS TABLE (tenant_id uuid, id uuid)
-LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+LANGUAGE sql VOLATILE SECURITY DEFINER
 SET search_path = pg_catalog, pg_temp
 AS $fn$
-#variable_conflict use_column
-BEGIN
-    RETURN QUERY
     WITH v AS (
         SELECT * FROM jsonb_to_recordset(tries)
             AS v(tenant_id uuid, id uuid, attempt_id uuid, status text, attempt_status text,
@@ -124,7 +115,7 @@ BEGIN
          WHERE d.tenant_id = v.tenant_id AND d.id = v.id
            AND d.status = 'delivering' AND d.lease_token = worker
         RETURNING d.tenant_id, d.id
-    ), written AS (
+    ), tries AS (
         INSERT INTO webhooks.attempts (tenant_id, id, delivery_id, status, response_code,
                                        response_body, error, duration_ms, next_attempt_at)
         SELECT v.tenant_id, v.attempt_id, v.id, v.attempt_status, v.code, v.body, v.error,
@@ -132,8 +123,7 @@ BEGIN
           FROM v JOIN done ON done.tenant_id = v.tenant_id AND done.id = v.id
         RETURNING tenant_id, delivery_id
     )
-    SELECT w.tenant_id, w.delivery_id FROM written w;
-END
+    SELECT t.tenant_id, t.delivery_id FROM tries t
 $fn$;
 
 -- Hands back what a stopping worker still holds (claimed, not recorded): due again at once,
