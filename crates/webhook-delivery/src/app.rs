@@ -19,7 +19,7 @@ use crate::{
     config::WebhookSettings,
     crypto::SecretCipher,
     fanout::FanOut,
-    service::{Permissions, Webhooks},
+    service::{self, Webhooks},
     store::SCHEMA,
     worker::Worker,
 };
@@ -67,7 +67,7 @@ impl Application {
             settings.clone(),
             cipher.clone(),
             PageTokens::derive(kek),
-            Permissions::new(&config.identity_url)?,
+            service::permissions(&config.identity_url)?,
             config.env == Environment::Production,
         );
         let worker = Worker::new(deps.db.clone(), settings, cipher)?;

@@ -32,6 +32,8 @@ pub struct WebhookSettings {
     pub per_endpoint_concurrency: usize,
     /// How often the worker looks for due deliveries when nothing wakes it.
     pub poll_interval: Duration,
+    /// How long a stopping worker lets tries in flight finish before it hands them back.
+    pub drain_timeout: Duration,
 }
 
 impl Default for WebhookSettings {
@@ -52,6 +54,9 @@ impl Default for WebhookSettings {
             concurrency: 64,
             per_endpoint_concurrency: 4,
             poll_interval: Duration::from_millis(1000),
+            // Inside the chart's 30-second termination grace period, with time left to record
+            // the tries and hand back the rest.
+            drain_timeout: Duration::from_secs(20),
         }
     }
 }
@@ -212,6 +217,13 @@ impl WebhookSettings {
             0.01,
             60.0,
         );
+        let drain_timeout = secs(
+            &mut errors,
+            "CRM_WEBHOOK_DRAIN_SECS",
+            d.drain_timeout,
+            0.0,
+            600.0,
+        );
         if !errors.is_empty() {
             return Err(ConfigError(errors));
         }
@@ -228,6 +240,7 @@ impl WebhookSettings {
             concurrency,
             per_endpoint_concurrency,
             poll_interval,
+            drain_timeout,
         })
     }
 

@@ -5,6 +5,7 @@ use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use crm_bus::Event;
+pub use crm_kit::access::Permissions;
 use crm_kit::{
     ApiError, ApiResult, Caller, Db, ErrorCode, TenantId, TenantTx,
     error::Violations,
@@ -12,11 +13,12 @@ use crm_kit::{
     rpc::{etag, fingerprint, parse_etag, path_id, ts},
 };
 use crm_proto::{
-    identity::{GetEffectivePermissionsRequest, identity_service_client::IdentityServiceClient},
+    identity::identity_service_client::IdentityServiceClient,
     webhooks::{self as pb, webhook_service_server::WebhookService},
 };
+use sea_orm::DbErr;
 use secrecy::ExposeSecret;
-use tonic::{Request, Response, Status, transport::Channel};
+use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::{
@@ -37,50 +39,150 @@ const INBOUND_TOLERANCE_SECS: i64 = 300;
 const STATUSES: &[&str] = &["pending", "delivering", "succeeded", "failed"];
 const SOURCE_KINDS: &[&str] = &["web_to_lead", "generic"];
 
-/// Asks identity what the caller may do.
-#[derive(Clone)]
-pub struct Permissions {
-    identity: IdentityServiceClient<Channel>,
+/// Permissions read from identity at `identity_url` (lazily connected), kept briefly per
+/// caller.
+pub fn permissions(identity_url: &str) -> anyhow::Result<Permissions> {
+    let channel = tonic::transport::Endpoint::from_shared(identity_url.to_owned())?
+        .connect_timeout(Duration::from_secs(3))
+        .timeout(Duration::from_secs(5))
+        .tcp_nodelay(true)
+        .connect_lazy();
+    Ok(Permissions::new(IdentityServiceClient::new(channel)))
 }
 
-impl Permissions {
-    /// A lazily connected client of identity at `identity_url`.
-    pub fn new(identity_url: &str) -> anyhow::Result<Self> {
-        let channel = tonic::transport::Endpoint::from_shared(identity_url.to_owned())?
-            .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(5))
-            .tcp_nodelay(true)
-            .connect_lazy();
-        Ok(Self {
-            identity: IdentityServiceClient::new(channel),
-        })
+/// What endpoints and inbound sources share: a signing secret sealed in their row, made
+/// when they are created (idempotently), shown only then and on rotation, and rotated with
+/// an overlap during which the previous one stays valid.
+#[async_trait::async_trait]
+trait SecretHolder: Sized + Send + Sync {
+    /// The validated fields of a new one.
+    type New: Send + Sync;
+    const TABLE: store::SecretTable;
+    /// The entity type of its events: `<entity>.created`, `<entity>.secret_rotated`.
+    const ENTITY: &'static str;
+    /// Its name in messages.
+    const NOUN: &'static str;
+    /// The idempotency operation of its create.
+    const CREATE: &'static str;
+
+    fn id(&self) -> Uuid;
+    /// The sealed current secret: ciphertext and nonce.
+    fn sealed(&self) -> (&[u8], &[u8]);
+    fn public_json(&self) -> serde_json::Value;
+    async fn insert(
+        tx: &TenantTx,
+        id: Uuid,
+        new: &Self::New,
+        sealed: crypto::Sealed,
+        created_by: Uuid,
+    ) -> Result<(), DbErr>;
+    /// The live row, locked for update when `lock`.
+    async fn find(tx: &TenantTx, id: Uuid, lock: bool) -> Result<Option<Self>, DbErr>;
+}
+
+/// A new endpoint's validated fields.
+struct NewEndpointFields {
+    url: String,
+    description: String,
+    event_types: Vec<String>,
+    enabled: bool,
+}
+
+#[async_trait::async_trait]
+impl SecretHolder for EndpointRow {
+    type New = NewEndpointFields;
+    const TABLE: store::SecretTable = store::SecretTable::Endpoints;
+    const ENTITY: &'static str = "webhook_endpoint";
+    const NOUN: &'static str = "endpoint";
+    const CREATE: &'static str = "create_endpoint";
+
+    fn id(&self) -> Uuid {
+        self.id
     }
 
-    /// Whether the caller's role grants `action` on webhooks.
-    async fn allows(&self, caller: &Caller, action: &str) -> ApiResult<bool> {
-        let mut req = Request::new(GetEffectivePermissionsRequest::default());
-        if let Ok(v) = format!("Bearer {}", caller.token).parse() {
-            req.metadata_mut().insert("authorization", v);
-        }
-        let perms = self
-            .identity
-            .clone()
-            .get_effective_permissions(req)
-            .await
-            .map_err(|s| match s.code() {
-                tonic::Code::Unauthenticated => ApiError::from_status(&s),
-                _ => {
-                    tracing::warn!(error = %s, "cannot ask identity for permissions");
-                    ApiError::new(ErrorCode::Unavailable, "permissions unavailable")
-                }
-            })?
-            .into_inner()
-            .permissions
-            .unwrap_or_default();
-        Ok(perms
-            .permissions
-            .iter()
-            .any(|p| p.object_type == OBJECT && p.action == action))
+    fn sealed(&self) -> (&[u8], &[u8]) {
+        (&self.secret_enc, &self.secret_nonce)
+    }
+
+    fn public_json(&self) -> serde_json::Value {
+        EndpointRow::public_json(self)
+    }
+
+    async fn insert(
+        tx: &TenantTx,
+        id: Uuid,
+        new: &NewEndpointFields,
+        sealed: crypto::Sealed,
+        created_by: Uuid,
+    ) -> Result<(), DbErr> {
+        store::insert_endpoint(
+            tx,
+            store::NewEndpoint {
+                id,
+                url: &new.url,
+                description: &new.description,
+                event_types: &new.event_types,
+                enabled: new.enabled,
+                secret_enc: sealed.ciphertext,
+                secret_nonce: sealed.nonce,
+                created_by: Some(created_by),
+            },
+        )
+        .await
+    }
+
+    async fn find(tx: &TenantTx, id: Uuid, lock: bool) -> Result<Option<Self>, DbErr> {
+        store::endpoint(tx, id, lock).await
+    }
+}
+
+/// A new inbound source's validated fields.
+struct NewSourceFields {
+    name: String,
+    kind: String,
+}
+
+#[async_trait::async_trait]
+impl SecretHolder for SourceRow {
+    type New = NewSourceFields;
+    const TABLE: store::SecretTable = store::SecretTable::InboundSources;
+    const ENTITY: &'static str = "inbound_source";
+    const NOUN: &'static str = "inbound source";
+    const CREATE: &'static str = "create_source";
+
+    fn id(&self) -> Uuid {
+        self.id
+    }
+
+    fn sealed(&self) -> (&[u8], &[u8]) {
+        (&self.secret_enc, &self.secret_nonce)
+    }
+
+    fn public_json(&self) -> serde_json::Value {
+        SourceRow::public_json(self)
+    }
+
+    async fn insert(
+        tx: &TenantTx,
+        id: Uuid,
+        new: &NewSourceFields,
+        sealed: crypto::Sealed,
+        created_by: Uuid,
+    ) -> Result<(), DbErr> {
+        store::insert_source(
+            tx,
+            id,
+            &new.name,
+            &new.kind,
+            sealed.ciphertext,
+            sealed.nonce,
+            Some(created_by),
+        )
+        .await
+    }
+
+    async fn find(tx: &TenantTx, id: Uuid, lock: bool) -> Result<Option<Self>, DbErr> {
+        store::source_locked(tx, id, lock).await
     }
 }
 
@@ -161,6 +263,13 @@ fn source_pb(s: &SourceRow) -> pb::InboundSource {
         kind: s.kind.clone(),
         enabled: s.enabled,
         create_time: ts(s.created_at),
+        version: s.version,
+        etag: etag(s.version),
+        update_time: ts(s.updated_at),
+        previous_secret_expire_time: s
+            .previous_secret_expires_at
+            .filter(|t| *t > Utc::now())
+            .and_then(ts),
     }
 }
 
@@ -193,13 +302,129 @@ impl Webhooks {
     }
 
     async fn require(&self, caller: &Caller, action: &str) -> ApiResult<()> {
-        if self.inner.permissions.allows(caller, action).await? {
-            Ok(())
-        } else {
-            Err(ApiError::permission_denied(format!(
-                "the caller may not {action} webhooks"
-            )))
+        self.inner
+            .permissions
+            .of(caller)
+            .await?
+            .require(OBJECT, action)
+            .map(|_| ())
+    }
+
+    /// The `whsec_` form of a sealed secret.
+    fn show_secret(&self, owner: Uuid, (enc, nonce): (&[u8], &[u8])) -> ApiResult<String> {
+        let key = self
+            .inner
+            .cipher
+            .open(owner, enc, nonce)
+            .map_err(ApiError::internal)?;
+        Ok(crypto::display_secret(&key).expose_secret().to_owned())
+    }
+
+    /// Creates an endpoint or inbound source with a new secret, or returns the one an
+    /// earlier request with the same `request_id` created; the secret in `whsec_` form.
+    async fn create_holder<R: SecretHolder>(
+        &self,
+        caller: &Caller,
+        request_id: &str,
+        fingerprint: &str,
+        new: R::New,
+    ) -> ApiResult<(R, String)> {
+        let tx = self.tx(caller.tenant).await?;
+        if !request_id.is_empty()
+            && let Some(id) =
+                crm_kit::idempotency::find(&tx, store::SCHEMA, R::CREATE, request_id, fingerprint)
+                    .await?
+        {
+            let r = R::find(&tx, id, false)
+                .await?
+                .ok_or_else(|| ApiError::not_found(R::NOUN))?;
+            tx.commit().await?;
+            let secret = self.show_secret(r.id(), r.sealed())?;
+            return Ok((r, secret));
         }
+        let id = Uuid::now_v7();
+        let key = crypto::new_key();
+        R::insert(
+            &tx,
+            id,
+            &new,
+            self.inner.cipher.seal(id, &key),
+            caller.subject,
+        )
+        .await?;
+        if !request_id.is_empty() {
+            crm_kit::idempotency::remember(
+                &tx,
+                store::SCHEMA,
+                R::CREATE,
+                request_id,
+                fingerprint,
+                id,
+            )
+            .await?;
+        }
+        let r = R::find(&tx, id, false)
+            .await?
+            .ok_or_else(|| ApiError::internal(format!("{} vanished", R::NOUN)))?;
+        store::emit(
+            &tx,
+            Event::new(
+                SERVICE,
+                &format!("{}.created", R::ENTITY),
+                caller.tenant,
+                Some(caller.subject),
+                R::ENTITY,
+                id,
+                None,
+                Some(r.public_json()),
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((r, crypto::display_secret(&key).expose_secret().to_owned()))
+    }
+
+    /// Gives an endpoint or inbound source a new secret; the previous one stays valid for
+    /// the rotation overlap. The new secret in `whsec_` form.
+    async fn rotate_holder<R: SecretHolder>(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> ApiResult<(R, String)> {
+        self.require(caller, "update").await?;
+        let id = path_id(R::NOUN, id)?;
+        let tx = self.tx(caller.tenant).await?;
+        let before = R::find(&tx, id, true)
+            .await?
+            .ok_or_else(|| ApiError::not_found(R::NOUN))?;
+        let key = crypto::new_key();
+        let sealed = self.inner.cipher.seal(id, &key);
+        let until = Utc::now()
+            + chrono::Duration::from_std(self.inner.settings.rotation_overlap)
+                .unwrap_or_else(|_| chrono::Duration::hours(24));
+        store::rotate_secret(&tx, R::TABLE, id, sealed.ciphertext, sealed.nonce, until).await?;
+        let after = R::find(&tx, id, false)
+            .await?
+            .ok_or_else(|| ApiError::internal(format!("{} vanished", R::NOUN)))?;
+        store::emit(
+            &tx,
+            Event::new(
+                SERVICE,
+                &format!("{}.secret_rotated", R::ENTITY),
+                caller.tenant,
+                Some(caller.subject),
+                R::ENTITY,
+                id,
+                Some(before.public_json()),
+                Some(after.public_json()),
+            ),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok((
+            after,
+            crypto::display_secret(&key).expose_secret().to_owned(),
+        ))
     }
 
     fn check_url(&self, v: &mut Violations, url: &str) {
@@ -310,15 +535,6 @@ impl Webhooks {
         Ok(endpoint_pb(&e))
     }
 
-    fn secret_of(&self, e: &EndpointRow) -> ApiResult<String> {
-        let key = self
-            .inner
-            .cipher
-            .open(e.id, &e.secret_enc, &e.secret_nonce)
-            .map_err(ApiError::internal)?;
-        Ok(crypto::display_secret(&key).expose_secret().to_owned())
-    }
-
     pub async fn create_endpoint(
         &self,
         caller: &Caller,
@@ -339,75 +555,22 @@ impl Webhooks {
             request_id: String::new(),
             ..r.clone()
         });
-        let tx = self.tx(caller.tenant).await?;
-        if !r.request_id.is_empty()
-            && let Some(id) = crm_kit::idempotency::find(
-                &tx,
-                store::SCHEMA,
-                "create_endpoint",
+        let (e, secret) = self
+            .create_holder::<EndpointRow>(
+                caller,
                 &r.request_id,
                 &fp,
-            )
-            .await?
-        {
-            let e = store::endpoint_any(&tx, id)
-                .await?
-                .ok_or_else(|| ApiError::not_found("endpoint"))?;
-            tx.commit().await?;
-            return Ok(pb::CreateEndpointResponse {
-                secret: self.secret_of(&e)?,
-                endpoint: Some(endpoint_pb(&e)),
-            });
-        }
-        let id = Uuid::now_v7();
-        let key = crypto::new_key();
-        let sealed = self.inner.cipher.seal(id, &key);
-        store::insert_endpoint(
-            &tx,
-            store::NewEndpoint {
-                id,
-                url: r.url.trim(),
-                description: &r.description,
-                event_types: &r.event_types,
-                enabled: r.enabled.unwrap_or(true),
-                secret_enc: sealed.ciphertext,
-                secret_nonce: sealed.nonce,
-                created_by: Some(caller.subject),
-            },
-        )
-        .await?;
-        if !r.request_id.is_empty() {
-            crm_kit::idempotency::remember(
-                &tx,
-                store::SCHEMA,
-                "create_endpoint",
-                &r.request_id,
-                &fp,
-                id,
+                NewEndpointFields {
+                    url: r.url.trim().to_owned(),
+                    description: r.description.clone(),
+                    event_types: r.event_types.clone(),
+                    enabled: r.enabled.unwrap_or(true),
+                },
             )
             .await?;
-        }
-        let e = store::endpoint(&tx, id, false)
-            .await?
-            .ok_or_else(|| ApiError::internal("endpoint vanished"))?;
-        store::emit(
-            &tx,
-            Event::new(
-                SERVICE,
-                "webhook_endpoint.created",
-                caller.tenant,
-                Some(caller.subject),
-                "webhook_endpoint",
-                id,
-                None,
-                Some(e.public_json()),
-            ),
-        )
-        .await?;
-        tx.commit().await?;
         Ok(pb::CreateEndpointResponse {
             endpoint: Some(endpoint_pb(&e)),
-            secret: crypto::display_secret(&key).expose_secret().to_owned(),
+            secret,
         })
     }
 
@@ -534,39 +697,10 @@ impl Webhooks {
         caller: &Caller,
         id: &str,
     ) -> ApiResult<pb::RotateEndpointSecretResponse> {
-        self.require(caller, "update").await?;
-        let id = path_id("endpoint", id)?;
-        let tx = self.tx(caller.tenant).await?;
-        store::endpoint(&tx, id, true)
-            .await?
-            .ok_or_else(|| ApiError::not_found("endpoint"))?;
-        let key = crypto::new_key();
-        let sealed = self.inner.cipher.seal(id, &key);
-        let until = Utc::now()
-            + chrono::Duration::from_std(self.inner.settings.rotation_overlap)
-                .unwrap_or_else(|_| chrono::Duration::hours(24));
-        store::rotate_secret(&tx, id, sealed.ciphertext, sealed.nonce, until).await?;
-        let after = store::endpoint(&tx, id, false)
-            .await?
-            .ok_or_else(|| ApiError::internal("endpoint vanished"))?;
-        store::emit(
-            &tx,
-            Event::new(
-                SERVICE,
-                "webhook_endpoint.secret_rotated",
-                caller.tenant,
-                Some(caller.subject),
-                "webhook_endpoint",
-                id,
-                None,
-                Some(after.public_json()),
-            ),
-        )
-        .await?;
-        tx.commit().await?;
+        let (e, secret) = self.rotate_holder::<EndpointRow>(caller, id).await?;
         Ok(pb::RotateEndpointSecretResponse {
-            endpoint: Some(endpoint_pb(&after)),
-            secret: crypto::display_secret(&key).expose_secret().to_owned(),
+            endpoint: Some(endpoint_pb(&e)),
+            secret,
         })
     }
 
@@ -692,13 +826,7 @@ impl Webhooks {
         self.require(caller, "create").await?;
         let mut v = Violations::new();
         let name = r.name.trim();
-        v.text("name", name);
-        v.check(name.is_empty(), "name", "is required");
-        v.check(
-            name.chars().count() > MAX_NAME,
-            "name",
-            "must be at most 200 characters",
-        );
+        Self::check_name(&mut v, name);
         v.check(
             !SOURCE_KINDS.contains(&r.kind.as_str()),
             "kind",
@@ -714,71 +842,121 @@ impl Webhooks {
             request_id: String::new(),
             ..r.clone()
         });
-        let tx = self.tx(caller.tenant).await?;
-        if !r.request_id.is_empty()
-            && let Some(id) =
-                crm_kit::idempotency::find(&tx, store::SCHEMA, "create_source", &r.request_id, &fp)
-                    .await?
-        {
-            let s = store::source(&tx, id)
-                .await?
-                .ok_or_else(|| ApiError::not_found("inbound source"))?;
-            tx.commit().await?;
-            let key = self
-                .inner
-                .cipher
-                .open(s.id, &s.secret_enc, &s.secret_nonce)
-                .map_err(ApiError::internal)?;
-            return Ok(pb::CreateInboundSourceResponse {
-                inbound_source: Some(source_pb(&s)),
-                secret: crypto::display_secret(&key).expose_secret().to_owned(),
-            });
-        }
-        let id = Uuid::now_v7();
-        let key = crypto::new_key();
-        let sealed = self.inner.cipher.seal(id, &key);
-        store::insert_source(
-            &tx,
-            id,
-            name,
-            &r.kind,
-            sealed.ciphertext,
-            sealed.nonce,
-            Some(caller.subject),
-        )
-        .await?;
-        if !r.request_id.is_empty() {
-            crm_kit::idempotency::remember(
-                &tx,
-                store::SCHEMA,
-                "create_source",
+        let (src, secret) = self
+            .create_holder::<SourceRow>(
+                caller,
                 &r.request_id,
                 &fp,
-                id,
+                NewSourceFields {
+                    name: name.to_owned(),
+                    kind: r.kind.clone(),
+                },
             )
             .await?;
-        }
+        Ok(pb::CreateInboundSourceResponse {
+            inbound_source: Some(source_pb(&src)),
+            secret,
+        })
+    }
+
+    pub async fn get_source(&self, caller: &Caller, id: &str) -> ApiResult<pb::InboundSource> {
+        self.require(caller, "read").await?;
+        let id = path_id("inbound source", id)?;
+        let tx = self.tx(caller.tenant).await?;
         let s = store::source(&tx, id)
             .await?
-            .ok_or_else(|| ApiError::internal("source vanished"))?;
+            .ok_or_else(|| ApiError::not_found("inbound source"))?;
+        tx.commit().await?;
+        Ok(source_pb(&s))
+    }
+
+    fn check_name(v: &mut Violations, name: &str) {
+        v.text("name", name);
+        v.check(name.is_empty(), "name", "is required");
+        v.check(
+            name.chars().count() > MAX_NAME,
+            "name",
+            "must be at most 200 characters",
+        );
+    }
+
+    pub async fn update_source(
+        &self,
+        caller: &Caller,
+        r: pb::UpdateInboundSourceRequest,
+    ) -> ApiResult<pb::InboundSource> {
+        self.require(caller, "update").await?;
+        let id = path_id("inbound source", &r.id)?;
+        let paths = r
+            .update_mask
+            .as_ref()
+            .map(|m| m.paths.clone())
+            .unwrap_or_default();
+        if paths.is_empty() {
+            return Err(ApiError::invalid("update_mask", "names no field to change"));
+        }
+        let mut v = Violations::new();
+        for p in &paths {
+            match p.as_str() {
+                "name" => Self::check_name(&mut v, r.name.trim()),
+                "enabled" => {}
+                other => v.add("update_mask", format!("unknown field {other:?}")),
+            }
+        }
+        v.finish()?;
+        let expected = parse_etag(&r.etag)?;
+        let tx = self.tx(caller.tenant).await?;
+        let before = store::source_locked(&tx, id, true)
+            .await?
+            .ok_or_else(|| ApiError::not_found("inbound source"))?;
+        if expected.is_some_and(|v| v != before.version) {
+            return Err(ApiError::new(
+                ErrorCode::PreconditionFailed,
+                "the inbound source changed since it was read",
+            ));
+        }
+        let has = |f: &str| paths.iter().any(|p| p == f);
+        let name = if has("name") {
+            r.name.trim()
+        } else {
+            before.name.as_str()
+        };
+        let enabled = if has("enabled") {
+            r.enabled
+        } else {
+            before.enabled
+        };
+        store::update_source(&tx, id, name, enabled).await?;
+        let after = store::source(&tx, id)
+            .await?
+            .ok_or_else(|| ApiError::internal("inbound source vanished"))?;
         store::emit(
             &tx,
             Event::new(
                 SERVICE,
-                "inbound_source.created",
+                "inbound_source.updated",
                 caller.tenant,
                 Some(caller.subject),
                 "inbound_source",
                 id,
-                None,
-                Some(serde_json::json!({"id": id, "name": s.name, "kind": s.kind})),
+                Some(before.public_json()),
+                Some(after.public_json()),
             ),
         )
         .await?;
         tx.commit().await?;
-        Ok(pb::CreateInboundSourceResponse {
-            inbound_source: Some(source_pb(&s)),
-            secret: crypto::display_secret(&key).expose_secret().to_owned(),
+        Ok(source_pb(&after))
+    }
+
+    pub async fn rotate_source_secret(
+        &self,
+        caller: &Caller,
+        id: &str,
+    ) -> ApiResult<pb::RotateInboundSourceSecretResponse> {
+        let (src, secret) = self.rotate_holder::<SourceRow>(caller, id).await?;
+        Ok(pb::RotateInboundSourceSecretResponse {
+            inbound_source: Some(source_pb(&src)),
+            secret,
         })
     }
 
@@ -822,21 +1000,43 @@ impl Webhooks {
             .await?
             .filter(|s| s.enabled)
             .ok_or_else(|| ApiError::not_found("inbound source"))?;
-        let key = self
-            .inner
-            .cipher
-            .open(source.id, &source.secret_enc, &source.secret_nonce)
-            .map_err(ApiError::internal)?;
-        crypto::verify(
-            &key,
-            &r.webhook_id,
-            &r.webhook_timestamp,
-            &r.webhook_signature,
-            &r.body,
-            Utc::now().timestamp(),
-            INBOUND_TOLERANCE_SECS,
-        )
-        .map_err(|e| ApiError::unauthenticated(format!("webhook signature refused: {e}")))?;
+        let cipher = &self.inner.cipher;
+        let mut keys = vec![
+            cipher
+                .open(source.id, &source.secret_enc, &source.secret_nonce)
+                .map_err(ApiError::internal)?,
+        ];
+        // During a rotation's overlap the sender may still sign with the previous secret.
+        if let (Some(enc), Some(nonce), Some(until)) = (
+            &source.previous_secret_enc,
+            &source.previous_secret_nonce,
+            source.previous_secret_expires_at,
+        ) && until > Utc::now()
+        {
+            keys.push(
+                cipher
+                    .open(source.id, enc, nonce)
+                    .map_err(ApiError::internal)?,
+            );
+        }
+        let now = Utc::now().timestamp();
+        let mut verified = Err(crypto::VerifyError::NoMatch);
+        for key in &keys {
+            verified = crypto::verify(
+                key,
+                &r.webhook_id,
+                &r.webhook_timestamp,
+                &r.webhook_signature,
+                &r.body,
+                now,
+                INBOUND_TOLERANCE_SECS,
+            );
+            if !matches!(verified, Err(crypto::VerifyError::NoMatch)) {
+                break;
+            }
+        }
+        verified
+            .map_err(|e| ApiError::unauthenticated(format!("webhook signature refused: {e}")))?;
         if r.webhook_id.len() > 255 {
             return Err(ApiError::invalid(
                 "webhook-id",
@@ -1051,6 +1251,38 @@ impl WebhookService for Webhooks {
         let c = caller(&req)?;
         Ok(Response::new(
             self.create_source(&c, req.into_inner()).await?,
+        ))
+    }
+
+    async fn get_inbound_source(
+        &self,
+        req: Request<pb::GetInboundSourceRequest>,
+    ) -> Result<Response<pb::GetInboundSourceResponse>, Status> {
+        let c = caller(&req)?;
+        let s = self.get_source(&c, &req.get_ref().id).await?;
+        Ok(Response::new(pb::GetInboundSourceResponse {
+            inbound_source: Some(s),
+        }))
+    }
+
+    async fn update_inbound_source(
+        &self,
+        req: Request<pb::UpdateInboundSourceRequest>,
+    ) -> Result<Response<pb::UpdateInboundSourceResponse>, Status> {
+        let c = caller(&req)?;
+        let s = self.update_source(&c, req.into_inner()).await?;
+        Ok(Response::new(pb::UpdateInboundSourceResponse {
+            inbound_source: Some(s),
+        }))
+    }
+
+    async fn rotate_inbound_source_secret(
+        &self,
+        req: Request<pb::RotateInboundSourceSecretRequest>,
+    ) -> Result<Response<pb::RotateInboundSourceSecretResponse>, Status> {
+        let c = caller(&req)?;
+        Ok(Response::new(
+            self.rotate_source_secret(&c, &req.get_ref().id).await?,
         ))
     }
 

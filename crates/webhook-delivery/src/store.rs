@@ -101,8 +101,26 @@ pub struct SourceRow {
     pub kind: String,
     pub secret_enc: Vec<u8>,
     pub secret_nonce: Vec<u8>,
+    pub previous_secret_enc: Option<Vec<u8>>,
+    pub previous_secret_nonce: Option<Vec<u8>>,
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
     pub enabled: bool,
+    pub version: i64,
     pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl SourceRow {
+    /// What events and audit views may show (never a secret).
+    pub fn public_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.id,
+            "name": self.name,
+            "kind": self.kind,
+            "enabled": self.enabled,
+            "version": self.version,
+        })
+    }
 }
 
 /// A new endpoint.
@@ -234,9 +252,11 @@ pub async fn delete_endpoint(tx: &TenantTx, id: Uuid) -> Result<bool, DbErr> {
         > 0)
 }
 
-/// Makes a new secret current; the current one keeps signing until `previous_until`.
+/// Makes a new secret of an endpoint or inbound source (`table`) current; the current one
+/// stays valid until `previous_until`.
 pub async fn rotate_secret(
     tx: &TenantTx,
+    table: SecretTable,
     id: Uuid,
     secret_enc: Vec<u8>,
     secret_nonce: Vec<u8>,
@@ -244,9 +264,12 @@ pub async fn rotate_secret(
 ) -> Result<(), DbErr> {
     tx.conn()
         .execute_raw(stmt(
-            "UPDATE webhooks.endpoints SET previous_secret_enc = secret_enc, previous_secret_nonce = secret_nonce, \
-             previous_secret_expires_at = $5, secret_enc = $3, secret_nonce = $4, version = version + 1, \
-             updated_at = now() WHERE tenant_id = $1 AND id = $2",
+            &format!(
+                "UPDATE webhooks.{} SET previous_secret_enc = secret_enc, previous_secret_nonce = secret_nonce, \
+                 previous_secret_expires_at = $5, secret_enc = $3, secret_nonce = $4, version = version + 1, \
+                 updated_at = now() WHERE tenant_id = $1 AND id = $2",
+                table.name()
+            ),
             [
                 t(tx),
                 id.into(),
@@ -257,6 +280,22 @@ pub async fn rotate_secret(
         ))
         .await?;
     Ok(())
+}
+
+/// The tables whose rows hold a signing secret.
+#[derive(Clone, Copy, Debug)]
+pub enum SecretTable {
+    Endpoints,
+    InboundSources,
+}
+
+impl SecretTable {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Endpoints => "endpoints",
+            Self::InboundSources => "inbound_sources",
+        }
+    }
 }
 
 /// Records the outcome of a try on the endpoint's health: a success ends a failing streak;
@@ -407,24 +446,26 @@ pub struct AttemptOutcome {
     pub next_attempt_at: Option<DateTime<Utc>>,
 }
 
-/// Records tries and settles or reschedules their deliveries; returns the deliveries that
-/// were still leased (others were taken over by another worker and are left alone).
-pub async fn record_attempts(
-    tx: &TenantTx,
-    items: &[(Uuid, &AttemptOutcome)],
-) -> Result<Vec<Uuid>, DbErr> {
+/// Records tries of any tenant and settles or reschedules their deliveries, in one
+/// statement; only deliveries still leased to `worker` are recorded, and those are returned.
+pub async fn record_batch<C: ConnectionTrait>(
+    conn: &C,
+    worker: Uuid,
+    items: &[(TenantId, Uuid, &AttemptOutcome)],
+) -> Result<std::collections::HashSet<Uuid>, DbErr> {
     if items.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Default::default());
     }
     let rows: Vec<serde_json::Value> = items
         .iter()
-        .map(|(id, o)| {
+        .map(|(tenant, id, o)| {
             let status = match (o.succeeded, o.next_attempt_at) {
                 (true, _) => "succeeded",
                 (false, Some(_)) => "pending",
                 (false, None) => "failed",
             };
             serde_json::json!({
+                "tenant_id": tenant.uuid(),
                 "id": id,
                 "attempt_id": Uuid::now_v7(),
                 "status": status,
@@ -437,70 +478,16 @@ pub async fn record_attempts(
             })
         })
         .collect();
-    let recorded = tx
-        .conn()
+    let recorded = conn
         .query_all_raw(stmt(
-            "WITH v AS (SELECT * FROM jsonb_to_recordset($2) AS v(id uuid, attempt_id uuid, status text, \
-               attempt_status text, code integer, body text, error text, duration_ms bigint, next_at timestamptz)), \
-             done AS (UPDATE webhooks.deliveries d SET status = v.status, attempt_count = d.attempt_count + 1, \
-               next_attempt_at = v.next_at, lease_until = NULL, updated_at = now() \
-               FROM v WHERE d.tenant_id = $1 AND d.id = v.id AND d.status = 'delivering' RETURNING d.id), \
-             tries AS (INSERT INTO webhooks.attempts (tenant_id, id, delivery_id, status, response_code, \
-               response_body, error, duration_ms, next_attempt_at) \
-               SELECT $1, v.attempt_id, v.id, v.attempt_status, v.code, v.body, v.error, v.duration_ms, v.next_at \
-               FROM v JOIN done ON done.id = v.id RETURNING delivery_id) \
-             SELECT delivery_id AS id FROM tries",
-            [t(tx), serde_json::Value::Array(rows).into()],
+            "SELECT id FROM webhooks.record_batch($1, $2)",
+            [worker.into(), serde_json::Value::Array(rows).into()],
         ))
         .await?;
     recorded
         .iter()
         .map(|r| r.try_get::<Uuid>("", "id"))
         .collect()
-}
-
-/// Deliveries by id.
-pub async fn deliveries_by_id(tx: &TenantTx, ids: &[Uuid]) -> Result<Vec<DeliveryRow>, DbErr> {
-    let list = ids
-        .iter()
-        .map(Uuid::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
-    DeliveryRow::find_by_statement(stmt(
-        &format!("{DELIVERY_SELECT} WHERE tenant_id = $1 AND id = ANY(string_to_array($2, ',')::uuid[]) ORDER BY id"),
-        [t(tx), list.into()],
-    ))
-    .all(tx.conn())
-    .await
-}
-
-/// Endpoints by id, deleted ones included.
-pub async fn endpoints_by_id(tx: &TenantTx, ids: &[Uuid]) -> Result<Vec<EndpointRow>, DbErr> {
-    let list = ids
-        .iter()
-        .map(Uuid::to_string)
-        .collect::<Vec<_>>()
-        .join(",");
-    EndpointRow::find_by_statement(stmt(
-        &format!(
-            "{ENDPOINT_SELECT} WHERE tenant_id = $1 AND id = ANY(string_to_array($2, ',')::uuid[])"
-        ),
-        [t(tx), list.into()],
-    ))
-    .all(tx.conn())
-    .await
-}
-
-/// Settles a delivery without a try (its endpoint is gone or disabled).
-pub async fn fail_without_attempt(tx: &TenantTx, delivery_id: Uuid) -> Result<(), DbErr> {
-    tx.conn()
-        .execute_raw(stmt(
-            "UPDATE webhooks.deliveries SET status = 'failed', next_attempt_at = NULL, lease_until = NULL, \
-             updated_at = now() WHERE tenant_id = $1 AND id = $2 AND status = 'delivering'",
-            [t(tx), delivery_id.into()],
-        ))
-        .await?;
-    Ok(())
 }
 
 pub async fn insert_source(
@@ -530,15 +517,43 @@ pub async fn insert_source(
     Ok(())
 }
 
-const SOURCE_SELECT: &str = "SELECT id, name, kind, secret_enc, secret_nonce, enabled, created_at FROM webhooks.inbound_sources";
+const SOURCE_SELECT: &str = "SELECT id, name, kind, secret_enc, secret_nonce, previous_secret_enc, \
+    previous_secret_nonce, previous_secret_expires_at, enabled, version, created_at, updated_at \
+    FROM webhooks.inbound_sources";
 
 pub async fn source(tx: &TenantTx, id: Uuid) -> Result<Option<SourceRow>, DbErr> {
+    source_locked(tx, id, false).await
+}
+
+/// A live inbound source, locked for update when `lock`.
+pub async fn source_locked(
+    tx: &TenantTx,
+    id: Uuid,
+    lock: bool,
+) -> Result<Option<SourceRow>, DbErr> {
+    let suffix = if lock { " FOR UPDATE" } else { "" };
     SourceRow::find_by_statement(stmt(
-        &format!("{SOURCE_SELECT} WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL"),
+        &format!("{SOURCE_SELECT} WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL{suffix}"),
         [t(tx), id.into()],
     ))
     .one(tx.conn())
     .await
+}
+
+pub async fn update_source(
+    tx: &TenantTx,
+    id: Uuid,
+    name: &str,
+    enabled: bool,
+) -> Result<(), DbErr> {
+    tx.conn()
+        .execute_raw(stmt(
+            "UPDATE webhooks.inbound_sources SET name = $3, enabled = $4, version = version + 1, \
+             updated_at = now() WHERE tenant_id = $1 AND id = $2",
+            [t(tx), id.into(), name.into(), enabled.into()],
+        ))
+        .await?;
+    Ok(())
 }
 
 pub async fn list_sources(

@@ -1,7 +1,9 @@
-//! The delivery worker: claims due deliveries of every tenant (SKIP LOCKED, leased, never
-//! more than a few in flight per endpoint), signs and sends them, records every try and
-//! schedules the next one. A worker that dies mid-try loses nothing: its lease runs out and
-//! the delivery is tried again, with the same webhook-id.
+//! The delivery worker: claims due deliveries of every tenant in batches (SKIP LOCKED,
+//! leased to this worker, never more than a few in flight per endpoint), signs and sends
+//! them over pooled connections, and records the tries in batches. A worker that dies
+//! mid-try loses nothing: its leases run out and the deliveries are tried again, with the
+//! same webhook-id. A worker that is stopped drains: it claims nothing more, lets the tries
+//! in flight finish (up to the drain timeout), records them and hands back the rest.
 
 use std::{
     collections::HashMap,
@@ -13,30 +15,35 @@ use chrono::{DateTime, Utc};
 use crm_bus::Event;
 use crm_kit::{Db, TenantId};
 use rand::Rng;
-use sea_orm::ConnectionTrait;
+use sea_orm::{ConnectionTrait, FromQueryResult};
 use sqlx::postgres::PgListener;
-use tokio::sync::{Notify, Semaphore, mpsc};
-use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tokio::{
+    sync::mpsc,
+    task::{Id, JoinSet},
+};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use crate::{
     catalog,
     config::WebhookSettings,
-    crypto::{self, SecretCipher},
+    crypto::{SecretCipher, SigningKey},
     service::webhook_id,
     ssrf::{AddressPolicy, CheckedResolver, RefusedAddress},
-    store::{self, AttemptOutcome, DeliveryRow, EndpointRow, NOTIFY_CHANNEL, stmt},
+    store::{self, AttemptOutcome, NOTIFY_CHANNEL, stmt},
 };
 
 /// How much of a response body each attempt keeps.
 const RESPONSE_PREFIX: usize = 1024;
 /// Most deliveries claimed in one round.
-const MAX_BATCH: usize = 100;
+const MAX_BATCH: usize = 500;
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 /// Finished tries waiting to be recorded before senders wait.
-const RECORD_QUEUE: usize = 4096;
+const RECORD_QUEUE: usize = 8192;
 /// Most tries recorded together.
-const MAX_RECORD_BATCH: usize = 500;
+const MAX_RECORD_BATCH: usize = 1000;
+/// Signing keys kept decrypted, by endpoint and version.
+const MAX_CACHED_KEYS: usize = 10_000;
 
 /// Sends webhooks until cancelled.
 #[derive(Clone)]
@@ -65,6 +72,99 @@ enum Sent {
     },
 }
 
+/// One row of `webhooks.claim_batch`: a leased delivery and what sending it needs.
+#[derive(FromQueryResult)]
+struct Claimed {
+    tenant_id: Uuid,
+    id: Uuid,
+    endpoint_id: Uuid,
+    payload: String,
+    attempt_count: i32,
+    url: String,
+    endpoint_version: i64,
+    secret_enc: Vec<u8>,
+    secret_nonce: Vec<u8>,
+    previous_secret_enc: Option<Vec<u8>>,
+    previous_secret_nonce: Option<Vec<u8>>,
+    previous_secret_expires_at: Option<DateTime<Utc>>,
+    failing_since: Option<DateTime<Utc>>,
+}
+
+/// The keys that sign an endpoint's deliveries: the current one, and the previous one
+/// until its overlap ends.
+struct Keys {
+    current: SigningKey,
+    previous: Option<(SigningKey, DateTime<Utc>)>,
+}
+
+/// A claimed delivery with its keys.
+struct Job {
+    tenant: TenantId,
+    delivery_id: Uuid,
+    endpoint_id: Uuid,
+    url: String,
+    payload: String,
+    attempt_count: i32,
+    failing_since: Option<DateTime<Utc>>,
+    keys: Arc<Keys>,
+}
+
+/// A finished try, waiting to be recorded.
+struct Done {
+    tenant: TenantId,
+    delivery_id: Uuid,
+    endpoint_id: Uuid,
+    failing_since: Option<DateTime<Utc>>,
+    outcome: AttemptOutcome,
+    gone: bool,
+}
+
+/// What the claim loop knows of its tries in flight.
+#[derive(Default)]
+struct InFlight {
+    tasks: JoinSet<Done>,
+    /// The endpoint of each task, to free its slot however the task ends.
+    endpoints: HashMap<Id, Uuid>,
+    /// Tries in flight per endpoint.
+    per_endpoint: HashMap<Uuid, usize>,
+}
+
+impl InFlight {
+    fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    fn start(&mut self, inner: &Arc<Inner>, job: Job) {
+        let endpoint = job.endpoint_id;
+        let inner = inner.clone();
+        let handle = self.tasks.spawn(async move { inner.attempt(job).await });
+        self.endpoints.insert(handle.id(), endpoint);
+        *self.per_endpoint.entry(endpoint).or_default() += 1;
+    }
+
+    /// Frees the slot of a finished task; its try, if it came to one.
+    fn finish(&mut self, result: Result<(Id, Done), tokio::task::JoinError>) -> Option<Done> {
+        let (id, done) = match result {
+            Ok((id, done)) => (id, Some(done)),
+            Err(e) => {
+                if e.is_panic() {
+                    tracing::error!(error = %e, "webhook try panicked; its lease runs out");
+                }
+                (e.id(), None)
+            }
+        };
+        if let Some(endpoint) = self.endpoints.remove(&id)
+            && let Some(n) = self.per_endpoint.get_mut(&endpoint)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.per_endpoint.remove(&endpoint);
+            }
+        }
+        done
+    }
+}
+
 impl Worker {
     /// A worker over the service's database.
     pub fn new(
@@ -73,6 +173,9 @@ impl Worker {
         cipher: SecretCipher,
     ) -> anyhow::Result<Self> {
         let policy = AddressPolicy::new(settings.allow_nets.clone());
+        // One client for the worker: its pool keeps connections to endpoints alive between
+        // tries. Pooled connections were opened to addresses the checked resolver handed
+        // out, so reusing them reaches only checked addresses.
         let client = reqwest::Client::builder()
             // A 3xx is a failure: following it could lead anywhere, the checks included.
             .redirect(reqwest::redirect::Policy::none())
@@ -85,6 +188,7 @@ impl Worker {
             }))
             .user_agent(concat!("crm-webhooks/", env!("CARGO_PKG_VERSION")))
             .tcp_nodelay(true)
+            .pool_idle_timeout(Duration::from_secs(60))
             .build()?;
         Ok(Self {
             inner: Arc::new(Inner {
@@ -97,37 +201,59 @@ impl Worker {
         })
     }
 
-    /// Claims and sends until `cancel` fires; tries in flight are then abandoned and their
-    /// leases run out, so another worker tries them again.
+    /// Claims and sends until `cancel` fires, then drains: tries in flight finish (up to
+    /// the drain timeout) and are recorded, and whatever is still leased to this worker is
+    /// handed back at once. Dropping the future instead (a crash) leaves the leases to run
+    /// out.
     pub async fn run(self, cancel: CancellationToken) -> anyhow::Result<()> {
-        let settings = self.inner.settings.clone();
-        let slots = Arc::new(Semaphore::new(settings.concurrency));
-        let tracker = TaskTracker::new();
-        // Finished tries are recorded in batches, one transaction per tenant: a commit per
-        // try would cap the worker at what PostgreSQL can flush.
-        let (done_tx, mut done_rx) = mpsc::channel::<Done>(RECORD_QUEUE);
-        // Recorded tries free their endpoints' slots: the claim loop looks again at once.
-        let recorded = Arc::new(Notify::new());
-        let recorder = {
-            let inner = self.inner.clone();
-            let recorded = recorded.clone();
-            tokio::spawn(async move {
-                while let Some(first) = done_rx.recv().await {
-                    let mut batch = vec![first];
-                    while batch.len() < MAX_RECORD_BATCH {
-                        match done_rx.try_recv() {
-                            Ok(d) => batch.push(d),
-                            Err(_) => break,
-                        }
-                    }
-                    inner.record(batch).await;
-                    recorded.notify_one();
+        // Identifies this worker's leases: only it records or releases them.
+        let token = Uuid::now_v7();
+        let (done_tx, done_rx) = mpsc::channel::<Done>(RECORD_QUEUE);
+        tracing::info!(
+            concurrency = self.inner.settings.concurrency,
+            "webhook worker started"
+        );
+        // Finished tries are recorded in batches, one statement each, beside the claims.
+        let recorder = self.inner.clone().record_loop(token, done_rx);
+        let sender = self.send_loop(token, cancel, done_tx);
+        tokio::join!(recorder, sender);
+        match self
+            .inner
+            .db
+            .conn()
+            .query_one_raw(stmt(
+                "SELECT webhooks.release_leases($1) AS n",
+                [token.into()],
+            ))
+            .await
+        {
+            Ok(row) => {
+                let n: i64 = row.and_then(|r| r.try_get("", "n").ok()).unwrap_or(0);
+                if n > 0 {
+                    tracing::info!(
+                        released = n,
+                        "webhook worker handed back unfinished deliveries"
+                    );
                 }
-            })
-        };
+            }
+            Err(error) => {
+                tracing::warn!(%error, "cannot hand back leased deliveries; their leases run out")
+            }
+        }
+        tracing::info!("webhook worker stopped");
+        Ok(())
+    }
+
+    async fn send_loop(&self, token: Uuid, cancel: CancellationToken, done_tx: mpsc::Sender<Done>) {
+        let settings = self.inner.settings.clone();
+        let mut inflight = InFlight::default();
+        let mut keys: HashMap<(Uuid, i64), Arc<Keys>> = HashMap::new();
         let mut listener: Option<PgListener> = None;
         let mut last_purge: Option<Instant> = None;
-        tracing::info!(concurrency = settings.concurrency, "webhook worker started");
+        let mut poll = tokio::time::interval(settings.poll_interval);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Whether a claim may find something: after a wake-up, or while claims find work.
+        let mut look = true;
         while !cancel.is_cancelled() {
             if listener.is_none() {
                 listener = self.listen().await;
@@ -136,72 +262,83 @@ impl Worker {
                 last_purge = Some(Instant::now());
                 self.purge().await;
             }
-            let free = slots.available_permits();
-            if free == 0 {
-                tokio::select! {
-                    permit = slots.clone().acquire_owned() => drop(permit),
-                    _ = cancel.cancelled() => break,
-                }
-                continue;
-            }
-            let batch = free.min(MAX_BATCH);
-            let claimed = match self.claim(batch).await {
-                Ok(c) => c,
-                Err(error) => {
-                    tracing::warn!(%error, "cannot claim webhook deliveries");
-                    tokio::select! {
-                        _ = tokio::time::sleep(settings.poll_interval) => {}
-                        _ = cancel.cancelled() => break,
+            let free = settings.concurrency.saturating_sub(inflight.len());
+            if look && free > 0 {
+                let batch = free.min(MAX_BATCH);
+                match self.claim(token, batch, &inflight.per_endpoint).await {
+                    Ok(rows) => {
+                        let n = rows.len();
+                        for row in rows {
+                            match self.job(row, &mut keys) {
+                                Ok(job) => inflight.start(&self.inner, job),
+                                Err(error) => tracing::error!(
+                                    error = format!("{error:#}"),
+                                    "cannot decrypt an endpoint secret; its delivery waits for its lease to run out"
+                                ),
+                            }
+                        }
+                        // A full batch suggests more is due: claim again at once.
+                        if n == batch && inflight.len() < settings.concurrency {
+                            continue;
+                        }
+                        look = n > 0;
                     }
-                    continue;
-                }
-            };
-            let full = claimed.len() == batch;
-            let mut by_tenant: HashMap<TenantId, Vec<Uuid>> = HashMap::new();
-            for (tenant, id) in claimed {
-                by_tenant.entry(tenant).or_default().push(id);
-            }
-            for (tenant, ids) in by_tenant {
-                let jobs = match self.inner.load(tenant, &ids).await {
-                    Ok(jobs) => jobs,
                     Err(error) => {
-                        tracing::warn!(tenant_id = %tenant, error = format!("{error:#}"), "cannot load claimed deliveries; their leases run out");
-                        continue;
+                        tracing::warn!(%error, "cannot claim webhook deliveries");
+                        look = false;
                     }
-                };
-                for job in jobs {
-                    let Ok(permit) = slots.clone().try_acquire_owned() else {
-                        break;
-                    };
-                    let inner = self.inner.clone();
-                    let cancel = cancel.clone();
-                    let done_tx = done_tx.clone();
-                    tracker.spawn(async move {
-                        tokio::select! {
-                            done = inner.attempt(job) => {
-                                drop(permit);
+                }
+            }
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                Some(result) = inflight.tasks.join_next_with_id(), if !inflight.tasks.is_empty() => {
+                    let mut finished = vec![result];
+                    while let Some(r) = inflight.tasks.try_join_next_with_id() {
+                        finished.push(r);
+                    }
+                    for r in finished {
+                        if let Some(done) = inflight.finish(r) {
+                            let _ = done_tx.send(done).await;
+                        }
+                    }
+                    // Freed slots: another claim is worth it if the last one found work.
+                }
+                woke = wait_for_notice(&mut listener) => {
+                    if !woke {
+                        listener = None;
+                    }
+                    look = true;
+                }
+                _ = poll.tick() => look = true,
+            }
+        }
+        // Drain: nothing more is claimed; tries in flight finish, up to the drain timeout.
+        if !inflight.tasks.is_empty() {
+            tracing::info!(in_flight = inflight.len(), "webhook worker draining");
+            let deadline = tokio::time::sleep(settings.drain_timeout);
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    result = inflight.tasks.join_next_with_id() => match result {
+                        Some(r) => {
+                            if let Some(done) = inflight.finish(r) {
                                 let _ = done_tx.send(done).await;
                             }
-                            _ = cancel.cancelled() => {}
                         }
-                    });
-                }
-            }
-            if !full {
-                tokio::select! {
-                    _ = wait_for_work(&mut listener, settings.poll_interval, &cancel) => {}
-                    _ = recorded.notified() => {}
+                        None => break,
+                    },
+                    _ = &mut deadline => {
+                        tracing::warn!(
+                            in_flight = inflight.len(),
+                            "drain timeout: abandoning tries in flight; they are handed back"
+                        );
+                        inflight.tasks.abort_all();
+                        while inflight.tasks.join_next().await.is_some() {}
+                        break;
+                    }
                 }
             }
         }
-        tracker.close();
-        tracker.wait().await;
-        drop(done_tx);
-        if let Err(error) = recorder.await {
-            tracing::warn!(%error, "webhook recorder stopped abnormally");
-        }
-        tracing::info!("webhook worker stopped");
-        Ok(())
     }
 
     async fn listen(&self) -> Option<PgListener> {
@@ -220,29 +357,87 @@ impl Worker {
         }
     }
 
-    async fn claim(&self, batch: usize) -> Result<Vec<(TenantId, Uuid)>, sea_orm::DbErr> {
+    async fn claim(
+        &self,
+        token: Uuid,
+        batch: usize,
+        busy: &HashMap<Uuid, usize>,
+    ) -> Result<Vec<Claimed>, sea_orm::DbErr> {
         let s = &self.inner.settings;
-        let rows = self
-            .inner
-            .db
-            .conn()
-            .query_all_raw(stmt(
-                "SELECT tenant_id, id FROM webhooks.claim_deliveries($1, $2, $3)",
-                [
-                    (batch as i32).into(),
-                    (s.per_endpoint_concurrency as i32).into(),
-                    (s.lease().as_secs_f64().ceil() as i32).into(),
-                ],
-            ))
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    TenantId(r.try_get::<Uuid>("", "tenant_id")?),
-                    r.try_get::<Uuid>("", "id")?,
-                ))
-            })
-            .collect()
+        // Uuids and counts as comma lists: nothing in them needs quoting.
+        let mut busy_ids = String::new();
+        let mut busy_counts = String::new();
+        for (id, n) in busy {
+            if !busy_ids.is_empty() {
+                busy_ids.push(',');
+                busy_counts.push(',');
+            }
+            busy_ids.push_str(&id.to_string());
+            busy_counts.push_str(&n.to_string());
+        }
+        Claimed::find_by_statement(stmt(
+            "SELECT * FROM webhooks.claim_batch($1, $2, $3, $4, \
+             string_to_array($5, ',')::uuid[], string_to_array($6, ',')::integer[])",
+            [
+                token.into(),
+                (batch as i32).into(),
+                (s.per_endpoint_concurrency as i32).into(),
+                (s.lease().as_secs_f64().ceil() as i32).into(),
+                busy_ids.into(),
+                busy_counts.into(),
+            ],
+        ))
+        .all(self.inner.db.conn())
+        .await
+    }
+
+    /// A claimed row ready to send: its endpoint's keys come from the cache, or are
+    /// decrypted once per endpoint version.
+    fn job(
+        &self,
+        row: Claimed,
+        cache: &mut HashMap<(Uuid, i64), Arc<Keys>>,
+    ) -> anyhow::Result<Job> {
+        let key = (row.endpoint_id, row.endpoint_version);
+        let keys = match cache.get(&key) {
+            Some(k) => k.clone(),
+            None => {
+                let cipher = &self.inner.cipher;
+                let current = cipher.open(row.endpoint_id, &row.secret_enc, &row.secret_nonce)?;
+                let previous = match (
+                    &row.previous_secret_enc,
+                    &row.previous_secret_nonce,
+                    row.previous_secret_expires_at,
+                ) {
+                    (Some(enc), Some(nonce), Some(until)) if until > Utc::now() => Some((
+                        SigningKey::new(&cipher.open(row.endpoint_id, enc, nonce)?),
+                        until,
+                    )),
+                    _ => None,
+                };
+                let k = Arc::new(Keys {
+                    current: SigningKey::new(&current),
+                    previous,
+                });
+                if cache.len() >= MAX_CACHED_KEYS {
+                    cache.clear();
+                }
+                // Older versions of this endpoint are of no more use.
+                cache.retain(|(id, _), _| *id != row.endpoint_id);
+                cache.insert(key, k.clone());
+                k
+            }
+        };
+        Ok(Job {
+            tenant: TenantId(row.tenant_id),
+            delivery_id: row.id,
+            endpoint_id: row.endpoint_id,
+            url: row.url,
+            payload: row.payload,
+            attempt_count: row.attempt_count,
+            failing_since: row.failing_since,
+            keys,
+        })
     }
 
     async fn purge(&self) {
@@ -259,30 +454,17 @@ impl Worker {
     }
 }
 
-async fn wait_for_work(
-    listener: &mut Option<PgListener>,
-    poll: Duration,
-    cancel: &CancellationToken,
-) {
+/// Waits for a notification of new deliveries; false when the listener is lost.
+async fn wait_for_notice(listener: &mut Option<PgListener>) -> bool {
     match listener {
-        Some(l) => {
-            tokio::select! {
-                r = l.recv() => {
-                    if let Err(error) = r {
-                        tracing::debug!(%error, "delivery listener lost; reconnecting");
-                        *listener = None;
-                    }
-                }
-                _ = tokio::time::sleep(poll) => {}
-                _ = cancel.cancelled() => {}
+        Some(l) => match l.recv().await {
+            Ok(_) => true,
+            Err(error) => {
+                tracing::debug!(%error, "delivery listener lost; reconnecting");
+                false
             }
-        }
-        None => {
-            tokio::select! {
-                _ = tokio::time::sleep(poll) => {}
-                _ = cancel.cancelled() => {}
-            }
-        }
+        },
+        None => std::future::pending().await,
     }
 }
 
@@ -313,91 +495,45 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
     (at - Utc::now()).to_std().ok()
 }
 
-/// The keys that sign an endpoint's deliveries: the current one, and the previous one
-/// during a rotation.
-type Keys = Arc<Vec<Vec<u8>>>;
-
-/// A claimed delivery, loaded with its endpoint and the keys that sign it.
-struct Job {
-    tenant: TenantId,
-    delivery: DeliveryRow,
-    endpoint: Arc<EndpointRow>,
-    keys: Keys,
-}
-
-/// A finished try, waiting to be recorded.
-struct Done {
-    tenant: TenantId,
-    delivery_id: Uuid,
-    endpoint: Arc<EndpointRow>,
-    outcome: AttemptOutcome,
+/// What a batch of tries says of one endpoint.
+#[derive(Default)]
+struct Health {
+    failing_since: Option<DateTime<Utc>>,
+    any_success: bool,
+    any_failure: bool,
     gone: bool,
 }
 
 impl Inner {
-    /// Loads the claimed deliveries of one tenant with their endpoints; deliveries whose
-    /// endpoint was deleted or disabled are settled as failed without a try.
-    async fn load(&self, tenant: TenantId, ids: &[Uuid]) -> anyhow::Result<Vec<Job>> {
-        let tx = self.db.tenant_tx(tenant).await?;
-        let deliveries = store::deliveries_by_id(&tx, ids).await?;
-        let mut endpoint_ids: Vec<Uuid> = deliveries.iter().map(|d| d.endpoint_id).collect();
-        endpoint_ids.sort_unstable();
-        endpoint_ids.dedup();
-        let mut endpoints: HashMap<Uuid, (Arc<EndpointRow>, Keys)> = HashMap::new();
-        for e in store::endpoints_by_id(&tx, &endpoint_ids).await? {
-            if e.deleted || !e.enabled {
-                continue;
-            }
-            let mut keys = vec![self.cipher.open(e.id, &e.secret_enc, &e.secret_nonce)?];
-            if let (Some(enc), Some(nonce), Some(until)) = (
-                &e.previous_secret_enc,
-                &e.previous_secret_nonce,
-                e.previous_secret_expires_at,
-            ) && until > Utc::now()
-            {
-                keys.push(self.cipher.open(e.id, enc, nonce)?);
-            }
-            endpoints.insert(e.id, (Arc::new(e), Arc::new(keys)));
-        }
-        let mut jobs = Vec::with_capacity(deliveries.len());
-        for d in deliveries {
-            match endpoints.get(&d.endpoint_id) {
-                Some((endpoint, keys)) => jobs.push(Job {
-                    tenant,
-                    endpoint: endpoint.clone(),
-                    keys: keys.clone(),
-                    delivery: d,
-                }),
-                None => store::fail_without_attempt(&tx, d.id).await?,
-            }
-        }
-        tx.commit().await?;
-        Ok(jobs)
-    }
-
     /// Signs and sends one delivery and works out what comes next.
     async fn attempt(&self, job: Job) -> Done {
         let Job {
             tenant,
-            delivery: d,
-            endpoint: e,
+            delivery_id,
+            endpoint_id,
+            url,
+            payload,
+            attempt_count,
+            failing_since,
             keys,
         } = job;
-        let msg_id = webhook_id(d.id);
+        let msg_id = webhook_id(delivery_id);
         let timestamp = Utc::now().timestamp();
-        let signature = keys
-            .iter()
-            .map(|k| crypto::sign(k, &msg_id, timestamp, d.payload.as_bytes()))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let mut signature = keys.current.sign(&msg_id, timestamp, payload.as_bytes());
+        if let Some((previous, until)) = &keys.previous
+            && *until > Utc::now()
+        {
+            signature.push(' ');
+            signature.push_str(&previous.sign(&msg_id, timestamp, payload.as_bytes()));
+        }
         let started = Instant::now();
         let sent = self
-            .send(&e.url, &msg_id, timestamp, &signature, &d.payload)
+            .send(&url, &msg_id, timestamp, &signature, payload)
             .await;
         let duration = started.elapsed();
 
         let s = &self.settings;
-        let attempt_no = d.attempt_count as usize + 1;
+        let attempt_no = attempt_count as usize + 1;
         let scheduled = || -> Option<Duration> {
             let base = *s.retry_schedule.get(attempt_no - 1)?;
             let jitter = rand::thread_rng().gen_range(0.9..1.1);
@@ -462,77 +598,117 @@ impl Inner {
         metrics::histogram!("crm_webhook_attempt_duration_seconds").record(duration.as_secs_f64());
         Done {
             tenant,
-            delivery_id: d.id,
-            endpoint: e,
+            delivery_id,
+            endpoint_id,
+            failing_since,
             outcome,
             gone,
         }
     }
 
-    /// Records finished tries, one transaction per tenant; a batch that cannot be recorded
-    /// is tried again once its leases run out.
-    async fn record(&self, done: Vec<Done>) {
-        let mut by_tenant: HashMap<TenantId, Vec<Done>> = HashMap::new();
-        for d in done {
-            by_tenant.entry(d.tenant).or_default().push(d);
+    /// Records finished tries as they come, in batches.
+    async fn record_loop(self: Arc<Self>, token: Uuid, mut rx: mpsc::Receiver<Done>) {
+        while let Some(first) = rx.recv().await {
+            let mut batch = vec![first];
+            while batch.len() < MAX_RECORD_BATCH {
+                match rx.try_recv() {
+                    Ok(d) => batch.push(d),
+                    Err(_) => break,
+                }
+            }
+            self.record(token, batch).await;
         }
-        for (tenant, items) in by_tenant {
-            if let Err(error) = self.record_tenant(tenant, &items).await {
+    }
+
+    /// Records finished tries in one statement, then the endpoints' health where it
+    /// changes; a batch that cannot be recorded is tried again once its leases run out.
+    async fn record(&self, token: Uuid, done: Vec<Done>) {
+        let recorded = match store::record_batch(
+            self.db.conn(),
+            token,
+            &done
+                .iter()
+                .map(|d| (d.tenant, d.delivery_id, &d.outcome))
+                .collect::<Vec<_>>(),
+        )
+        .await
+        {
+            Ok(r) => r,
+            Err(error) => {
+                tracing::warn!(
+                    tries = done.len(),
+                    %error,
+                    "cannot record webhook tries; their leases run out and they are tried again"
+                );
+                return;
+            }
+        };
+        // Health changes only on a failure, a 410, or the first success after failures.
+        let mut health: HashMap<(TenantId, Uuid), Health> = HashMap::new();
+        for d in done.iter().filter(|d| recorded.contains(&d.delivery_id)) {
+            let h = health
+                .entry((d.tenant, d.endpoint_id))
+                .or_insert_with(|| Health {
+                    failing_since: d.failing_since,
+                    ..Health::default()
+                });
+            h.any_success |= d.outcome.succeeded;
+            h.any_failure |= !d.outcome.succeeded;
+            h.gone |= d.gone;
+        }
+        let mut by_tenant: HashMap<TenantId, Vec<(Uuid, Health)>> = HashMap::new();
+        for ((tenant, endpoint), h) in health {
+            let changes = h.gone
+                || (h.any_success && h.failing_since.is_some())
+                || (!h.any_success && h.any_failure);
+            if changes {
+                by_tenant.entry(tenant).or_default().push((endpoint, h));
+            }
+        }
+        for (tenant, endpoints) in by_tenant {
+            if let Err(error) = self.record_health(tenant, &endpoints).await {
                 tracing::warn!(
                     tenant_id = %tenant,
-                    tries = items.len(),
                     error = format!("{error:#}"),
-                    "cannot record webhook tries; their leases run out and they are tried again"
+                    "cannot record webhook endpoint health"
                 );
             }
         }
     }
 
-    async fn record_tenant(&self, tenant: TenantId, items: &[Done]) -> anyhow::Result<()> {
+    async fn record_health(
+        &self,
+        tenant: TenantId,
+        endpoints: &[(Uuid, Health)],
+    ) -> anyhow::Result<()> {
         let tx = self.db.tenant_tx(tenant).await?;
-        let recorded = store::record_attempts(
-            &tx,
-            &items
-                .iter()
-                .map(|d| (d.delivery_id, &d.outcome))
-                .collect::<Vec<_>>(),
-        )
-        .await?;
-        // The endpoints' health, changed only where it changes.
-        let mut health: HashMap<Uuid, (Arc<EndpointRow>, bool, bool)> = HashMap::new();
-        for d in items.iter().filter(|d| recorded.contains(&d.delivery_id)) {
-            let h = health
-                .entry(d.endpoint.id)
-                .or_insert_with(|| (d.endpoint.clone(), false, false));
-            h.1 |= d.outcome.succeeded;
-            h.2 |= d.gone;
-        }
         let limit = chrono::Duration::from_std(self.settings.disable_after)
             .unwrap_or(chrono::Duration::MAX);
-        for (endpoint, any_success, gone) in health.into_values() {
-            let disable = if gone {
+        for (endpoint, h) in endpoints {
+            let disable = if h.gone {
                 Some("gone")
-            } else if any_success {
-                if endpoint.failing_since.is_some() {
-                    store::record_health(&tx, endpoint.id, true).await?;
-                }
+            } else if h.any_success {
+                store::record_health(&tx, *endpoint, true).await?;
                 None
             } else {
-                let since = match endpoint.failing_since {
+                let since = match h.failing_since {
                     Some(t) => Some(t),
-                    None => store::record_health(&tx, endpoint.id, false).await?,
+                    None => store::record_health(&tx, *endpoint, false).await?,
                 };
                 since
                     .filter(|t| Utc::now() - *t >= limit)
                     .map(|_| "failing")
             };
-            if let Some(reason) = disable
-                && store::disable_endpoint(&tx, endpoint.id, reason).await?
-            {
-                tracing::info!(tenant_id = %tenant, endpoint_id = %endpoint.id, reason, "webhook endpoint disabled");
-                let mut after = endpoint.public_json();
+            let Some(reason) = disable else { continue };
+            let Some(before) = store::endpoint_any(&tx, *endpoint).await? else {
+                continue;
+            };
+            if store::disable_endpoint(&tx, *endpoint, reason).await? {
+                tracing::info!(tenant_id = %tenant, endpoint_id = %endpoint, reason, "webhook endpoint disabled");
+                let mut after = before.public_json();
                 after["enabled"] = false.into();
                 after["disabledReason"] = reason.into();
+                after["version"] = (before.version + 1).into();
                 store::emit(
                     &tx,
                     Event::new(
@@ -541,8 +717,8 @@ impl Inner {
                         tenant,
                         None,
                         "webhook_endpoint",
-                        endpoint.id,
-                        Some(endpoint.public_json()),
+                        *endpoint,
+                        Some(before.public_json()),
                         Some(after),
                     ),
                 )
@@ -560,7 +736,7 @@ impl Inner {
         msg_id: &str,
         timestamp: i64,
         signature: &str,
-        body: &str,
+        body: String,
     ) -> Sent {
         let refused = || Sent::Failed {
             timeout: false,
@@ -588,7 +764,7 @@ impl Inner {
             .header("webhook-id", msg_id)
             .header("webhook-timestamp", timestamp.to_string())
             .header("webhook-signature", signature)
-            .body(body.to_owned())
+            .body(body)
             .send()
             .await;
         match res {

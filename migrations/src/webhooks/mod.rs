@@ -4,6 +4,8 @@ use sea_orm_migration::prelude::*;
 
 mod m0001_initial;
 mod m0002_claim_index_scans;
+mod m0003_batched_delivery;
+mod m0004_source_rotation;
 
 /// Migrates the `webhooks` schema.
 pub struct Migrator;
@@ -18,6 +20,8 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m0001_initial::Migration),
             Box::new(m0002_claim_index_scans::Migration),
+            Box::new(m0003_batched_delivery::Migration),
+            Box::new(m0004_source_rotation::Migration),
         ]
     }
 }

@@ -169,12 +169,19 @@ pub struct InboundSource {
     pub name: String,
     /// `web_to_lead` publishes `lead.submitted`; `generic` publishes `inbound.received`.
     pub kind: String,
+    /// A disabled source refuses its webhooks.
     pub enabled: bool,
+    pub version: i64,
+    /// Until when the previous secret is still accepted, after a rotation.
+    #[schema(required = true, format = DateTime)]
+    pub previous_secret_expires_at: Option<String>,
     #[schema(required = true, format = DateTime)]
     pub created_at: Option<String>,
+    #[schema(required = true, format = DateTime)]
+    pub updated_at: Option<String>,
 }
 
-/// An inbound source with its secret, shown only on creation.
+/// An inbound source with its secret, shown only on creation and rotation.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InboundSourceWithSecret {
@@ -192,6 +199,15 @@ pub struct CreateInboundSourceRequest {
     /// `web_to_lead` or `generic`.
     #[schema(example = "web_to_lead")]
     pub kind: String,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct UpdateInboundSourceRequest {
+    #[schema(min_length = 1, max_length = 200)]
+    pub name: Option<String>,
+    /// A disabled source refuses its webhooks.
+    pub enabled: Option<bool>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -288,7 +304,10 @@ fn source(s: pb::InboundSource) -> InboundSource {
         name: s.name,
         kind: s.kind,
         enabled: s.enabled,
+        version: s.version,
+        previous_secret_expires_at: time(s.previous_secret_expire_time),
         created_at: time(s.create_time),
+        updated_at: time(s.update_time),
     }
 }
 
@@ -667,7 +686,8 @@ async fn list_sources(
     params(("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = "^[!-~]{1,255}$",
         description = "1 to 255 visible ASCII characters; the same key and body replay the first response for 24 hours")),
     responses((status = 201, description = "Inbound source created", body = InboundSourceWithSecret,
-        headers(("Location" = String, description = "Where senders POST their webhooks"))), StdErrors))]
+        headers(("Location" = String, description = "Where senders POST their webhooks"),
+            ("ETag" = String, description = "The version, for If-Match"))), StdErrors))]
 async fn create_source(
     State(s): State<AppState>,
     ctx: Ctx,
@@ -686,9 +706,96 @@ async fn create_source(
         .await?
         .into_inner();
     let src = r.inbound_source.ok_or_else(missing("inbound source"))?;
+    let version = src.version;
     Ok(no_store(created(
         format!("/api/v1/inbound/{}", src.id),
-        None,
+        Some(version),
+        AJson(InboundSourceWithSecret {
+            source: source(src),
+            secret: r.secret,
+        }),
+    )))
+}
+
+/// One inbound source.
+#[utoipa::path(get, path = "/webhooks/inbound-sources/{id}", tag = "webhooks", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, description = "The inbound source", body = InboundSource,
+        headers(("ETag" = String, description = "The version, for If-Match"))), StdErrors))]
+async fn get_source(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> GwResult<Response> {
+    let mut c = s.backends.webhooks(ctx.tenant())?;
+    let src = c
+        .get_inbound_source(s.backends.request(&ctx, pb::GetInboundSourceRequest { id }))
+        .await?
+        .into_inner()
+        .inbound_source
+        .ok_or_else(missing("inbound source"))?;
+    Ok(with_etag(src.version, AJson(source(src))))
+}
+
+/// Renames an inbound source, or enables or disables it.
+#[utoipa::path(patch, path = "/webhooks/inbound-sources/{id}", tag = "webhooks", security(("bearer" = [])), request_body = UpdateInboundSourceRequest,
+    params(("id" = String, Path), ("If-Match" = Option<String>, Header, nullable = false, description = "ETag of the version being changed")),
+    responses((status = 200, description = "The changed inbound source", body = InboundSource,
+        headers(("ETag" = String, description = "The version, for If-Match"))), StdErrors))]
+async fn update_source(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Json(b): Json<UpdateInboundSourceRequest>,
+) -> GwResult<Response> {
+    let mut req = pb::UpdateInboundSourceRequest {
+        id,
+        etag: if_match(&headers)?,
+        ..Default::default()
+    };
+    let mut paths = Vec::new();
+    if let Some(v) = b.name {
+        paths.push("name".to_owned());
+        req.name = v;
+    }
+    if let Some(v) = b.enabled {
+        paths.push("enabled".to_owned());
+        req.enabled = v;
+    }
+    if paths.is_empty() {
+        return Err(ApiError::invalid("body", "names no field to change").into());
+    }
+    req.update_mask = Some(prost_types::FieldMask { paths });
+    let mut c = s.backends.webhooks(ctx.tenant())?;
+    let src = c
+        .update_inbound_source(s.backends.request(&ctx, req))
+        .await?
+        .into_inner()
+        .inbound_source
+        .ok_or_else(missing("inbound source"))?;
+    Ok(with_etag(src.version, AJson(source(src))))
+}
+
+/// A new secret; for 24 hours webhooks signed with the old or the new one are accepted.
+#[utoipa::path(post, path = "/webhooks/inbound-sources/{id}/rotate-secret", tag = "webhooks", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, description = "The inbound source and its new secret", body = InboundSourceWithSecret), StdErrors))]
+async fn rotate_source_secret(
+    State(s): State<AppState>,
+    ctx: Ctx,
+    Path(id): Path<String>,
+) -> GwResult<Response> {
+    let mut c = s.backends.webhooks(ctx.tenant())?;
+    let r = c
+        .rotate_inbound_source_secret(
+            s.backends
+                .request(&ctx, pb::RotateInboundSourceSecretRequest { id }),
+        )
+        .await?
+        .into_inner();
+    let src = r.inbound_source.ok_or_else(missing("inbound source"))?;
+    let version = src.version;
+    Ok(no_store(with_etag(
+        version,
         AJson(InboundSourceWithSecret {
             source: source(src),
             secret: r.secret,
@@ -795,5 +902,6 @@ pub fn protected() -> OpenApiRouter<AppState> {
         .routes(routes!(list_deliveries))
         .routes(routes!(retry_delivery))
         .routes(routes!(list_sources, create_source))
-        .routes(routes!(delete_source))
+        .routes(routes!(get_source, update_source, delete_source))
+        .routes(routes!(rotate_source_secret))
 }

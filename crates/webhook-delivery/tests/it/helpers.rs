@@ -23,6 +23,7 @@ use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use reqwest::{Client, RequestBuilder, Response as HttpResponse};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
+use tokio::{sync::Semaphore, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -69,14 +70,29 @@ impl Hit {
 
 /// A local HTTP server that answers each path with a scripted sequence of status codes:
 /// `/s/<name>/<code>,<code>,...` answers the n-th request with the n-th code (the last one
-/// repeats); code 0 never answers; 3xx redirects to `/s/<name>-target/200`.
-#[derive(Clone, Default)]
+/// repeats); code 0 never answers; code 1 answers 200 once the test opens the gate; 3xx
+/// redirects to `/s/<name>-target/200`.
+#[derive(Clone)]
 pub struct Receiver {
     hits: Arc<Mutex<Vec<Hit>>>,
     counts: Arc<Mutex<HashMap<String, usize>>>,
     /// Requests whose handler has started but not returned (hanging ones).
     pending: Arc<Mutex<HashMap<String, i64>>>,
+    /// Closed until [`Receiver::open_gate`]: code 1 waits for it.
+    gate: Arc<Semaphore>,
     pub addr: Option<SocketAddr>,
+}
+
+impl Default for Receiver {
+    fn default() -> Self {
+        Self {
+            hits: Arc::default(),
+            counts: Arc::default(),
+            pending: Arc::default(),
+            gate: Arc::new(Semaphore::new(0)),
+            addr: None,
+        }
+    }
 }
 
 struct Pending(Arc<Mutex<HashMap<String, i64>>>, String);
@@ -123,6 +139,9 @@ async fn receive(
     let _pending = Pending(r.pending.clone(), path);
     if code == 0 {
         tokio::time::sleep(Duration::from_secs(3600)).await;
+    }
+    if code == 1 {
+        let _open = r.gate.acquire().await;
     }
     let status = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
     if status.is_redirection() {
@@ -171,6 +190,11 @@ impl Receiver {
             .collect()
     }
 
+    /// Lets every request waiting at a gate (code 1) answer 200, now and from now on.
+    pub fn open_gate(&self) {
+        self.gate.add_permits(Semaphore::MAX_PERMITS / 2);
+    }
+
     /// Requests to `/s/<name>/` still waiting for their answer.
     pub fn hanging(&self, name: &str) -> i64 {
         let prefix = format!("/s/{name}/");
@@ -198,7 +222,7 @@ pub struct TestStack {
     settings: WebhookSettings,
     kek: [u8; 32],
     bus: BusConfig,
-    worker_cancel: Mutex<CancellationToken>,
+    worker: Mutex<Option<(CancellationToken, JoinHandle<anyhow::Result<()>>)>>,
     cancel: CancellationToken,
 }
 
@@ -342,7 +366,7 @@ pub async fn spawn_with(opts: Options) -> TestStack {
     let webhooks_addr = webhooks.grpc_addr().expect("addr");
     let worker = webhooks.take_worker().expect("worker");
     let worker_cancel = cancel.child_token();
-    tokio::spawn(worker.run(worker_cancel.clone()));
+    let worker_task = tokio::spawn(worker.run(worker_cancel.clone()));
     tokio::spawn(webhooks.run_until_stopped(cancel.clone()));
 
     env.insert(
@@ -370,7 +394,7 @@ pub async fn spawn_with(opts: Options) -> TestStack {
         settings,
         kek: *config.key_encryption_key.expose_secret(),
         bus,
-        worker_cancel: Mutex::new(worker_cancel),
+        worker: Mutex::new(Some((worker_cancel, worker_task))),
         cancel,
     }
 }
@@ -398,22 +422,41 @@ impl TestStack {
         format!("{}{path}", self.base)
     }
 
-    /// Stops the delivery worker where it is, tries in flight included, as a crash would.
-    pub fn kill_worker(&self) {
-        self.worker_cancel.lock().expect("lock").cancel();
+    /// Stops the delivery worker where it is, tries in flight included, as a crash would:
+    /// nothing is recorded or handed back.
+    pub async fn kill_worker(&self) {
+        let worker = self.worker.lock().expect("lock").take();
+        if let Some((_, task)) = worker {
+            task.abort();
+            let _ = task.await;
+        }
+    }
+
+    /// Stops the delivery worker as a deploy does and waits until it has drained.
+    pub async fn stop_worker(&self) {
+        let worker = self.worker.lock().expect("lock").take();
+        if let Some((cancel, task)) = worker {
+            cancel.cancel();
+            task.await.expect("worker task").expect("worker");
+        }
     }
 
     /// Starts a new delivery worker on the same database.
     pub fn restart_worker(&self) {
+        self.restart_worker_with(self.settings.clone());
+    }
+
+    /// Starts a new delivery worker with other settings.
+    pub fn restart_worker_with(&self, settings: WebhookSettings) {
         let cancel = self.cancel.child_token();
         let worker = Worker::new(
             self.db.clone(),
-            Arc::new(self.settings.clone()),
+            Arc::new(settings),
             SecretCipher::derive(&self.kek),
         )
         .expect("worker");
-        tokio::spawn(worker.run(cancel.clone()));
-        *self.worker_cancel.lock().expect("lock") = cancel;
+        let task = tokio::spawn(worker.run(cancel.clone()));
+        *self.worker.lock().expect("lock") = Some((cancel, task));
     }
 
     pub async fn signup(&self) -> Tenant {

@@ -7,7 +7,7 @@ use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
 use serde_json::{Value, json};
 use sha2::Sha256;
 
-use crate::helpers::{TestStack, fields, problem, spawn};
+use crate::helpers::{Options, TestStack, fields, problem, spawn, spawn_with};
 
 fn sign(secret: &str, id: &str, ts: i64, body: &[u8]) -> String {
     let key = STANDARD.decode(&secret["whsec_".len()..]).expect("base64");
@@ -237,4 +237,199 @@ async fn inbound_webhooks_are_verified_before_anything_else() {
         .expect("json");
     assert_eq!(list["items"].as_array().expect("items").len(), 2);
     assert!(list["items"][0].get("secret").is_none());
+}
+
+async fn create_source(app: &TestStack, t: &crate::helpers::Tenant) -> (String, String) {
+    let res = app
+        .post(
+            t,
+            "/webhooks/inbound-sources",
+            json!({"name": "Partner feed", "kind": "generic"}),
+        )
+        .send()
+        .await
+        .expect("create source");
+    assert_eq!(res.status().as_u16(), 201);
+    let b: Value = res.json().await.expect("json");
+    (
+        b["id"].as_str().expect("id").to_owned(),
+        b["secret"].as_str().expect("secret").to_owned(),
+    )
+}
+
+#[tokio::test]
+async fn sources_are_renamed_disabled_and_their_secrets_rotated() {
+    let app = spawn().await;
+    let t = app.signup().await;
+    let (source, old) = create_source(&app, &t).await;
+    let path = format!("/webhooks/inbound-sources/{source}");
+
+    let res = app.get(&t, &path).send().await.expect("get");
+    assert_eq!(res.status().as_u16(), 200);
+    let etag = res.headers()["etag"].to_str().expect("etag").to_owned();
+    let res = app
+        .patch(&t, &path, json!({"name": "Partner feed (EU)"}))
+        .header("if-match", &etag)
+        .send()
+        .await
+        .expect("rename");
+    assert_eq!(res.status().as_u16(), 200);
+    let b: Value = res.json().await.expect("json");
+    assert_eq!(b["name"], "Partner feed (EU)");
+    assert_eq!(b["version"], 2);
+    // A change against the old version, an empty change and a bad name change nothing.
+    let res = app
+        .patch(&t, &path, json!({"name": "Lost update"}))
+        .header("if-match", &etag)
+        .send()
+        .await
+        .expect("stale");
+    problem(res, 412, "PRECONDITION_FAILED").await;
+    let res = app.patch(&t, &path, json!({})).send().await.expect("empty");
+    problem(res, 400, "VALIDATION_FAILED").await;
+    let res = app
+        .patch(&t, &path, json!({"name": "  "}))
+        .send()
+        .await
+        .expect("blank");
+    let p = problem(res, 400, "VALIDATION_FAILED").await;
+    assert_eq!(fields(&p), ["name"]);
+    let b: Value = app
+        .get(&t, &path)
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(b["name"], "Partner feed (EU)");
+    assert_eq!(b["version"], 2);
+
+    // Rotation: for the overlap, webhooks signed with either secret are accepted.
+    let res = app
+        .post(&t, &format!("{path}/rotate-secret"), json!({}))
+        .send()
+        .await
+        .expect("rotate");
+    assert_eq!(res.status().as_u16(), 200);
+    let b: Value = res.json().await.expect("json");
+    let new = b["secret"].as_str().expect("secret").to_owned();
+    assert_ne!(new, old);
+    assert!(b["previousSecretExpiresAt"].is_string());
+    let now = chrono::Utc::now().timestamp();
+    let body = br#"{"order":1}"#;
+    for (id, secret) in [("msg_old", &old), ("msg_new", &new)] {
+        let res = send(&app, &source, id, now, &sign(secret, id, now, body), body).await;
+        assert_eq!(res.status().as_u16(), 202, "{id}");
+    }
+    let res = send(
+        &app,
+        &source,
+        "msg_forged",
+        now,
+        &sign(
+            "whsec_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",
+            "msg_forged",
+            now,
+            body,
+        ),
+        body,
+    )
+    .await;
+    problem(res, 401, "UNAUTHENTICATED").await;
+
+    // A disabled source refuses its webhooks until it is enabled again.
+    let res = app
+        .patch(&t, &path, json!({"enabled": false}))
+        .send()
+        .await
+        .expect("disable");
+    assert_eq!(res.status().as_u16(), 200);
+    let res = send(
+        &app,
+        &source,
+        "msg_off",
+        now,
+        &sign(&new, "msg_off", now, body),
+        body,
+    )
+    .await;
+    problem(res, 404, "NOT_FOUND").await;
+    let res = app
+        .patch(&t, &path, json!({"enabled": true}))
+        .send()
+        .await
+        .expect("enable");
+    assert_eq!(res.status().as_u16(), 200);
+    let res = send(
+        &app,
+        &source,
+        "msg_on",
+        now,
+        &sign(&new, "msg_on", now, body),
+        body,
+    )
+    .await;
+    assert_eq!(res.status().as_u16(), 202);
+
+    // Another tenant's source is not found, whatever the call.
+    let other = app.signup().await;
+    let res = app
+        .patch(&other, &path, json!({"name": "Mine now"}))
+        .send()
+        .await
+        .expect("other tenant");
+    problem(res, 404, "NOT_FOUND").await;
+    let res = app
+        .post(&other, &format!("{path}/rotate-secret"), json!({}))
+        .send()
+        .await
+        .expect("other tenant");
+    problem(res, 404, "NOT_FOUND").await;
+}
+
+#[tokio::test]
+async fn the_previous_source_secret_is_refused_once_the_overlap_ends() {
+    let app = spawn_with(Options {
+        extra_env: vec![("CRM_WEBHOOK_ROTATION_OVERLAP_SECS", "0".into())],
+    })
+    .await;
+    let t = app.signup().await;
+    let (source, old) = create_source(&app, &t).await;
+    let res = app
+        .post(
+            &t,
+            &format!("/webhooks/inbound-sources/{source}/rotate-secret"),
+            json!({}),
+        )
+        .send()
+        .await
+        .expect("rotate");
+    assert_eq!(res.status().as_u16(), 200);
+    let new = res.json::<Value>().await.expect("json")["secret"]
+        .as_str()
+        .expect("secret")
+        .to_owned();
+    let now = chrono::Utc::now().timestamp();
+    let body = br#"{"order":2}"#;
+    let res = send(
+        &app,
+        &source,
+        "msg_a",
+        now,
+        &sign(&old, "msg_a", now, body),
+        body,
+    )
+    .await;
+    problem(res, 401, "UNAUTHENTICATED").await;
+    let res = send(
+        &app,
+        &source,
+        "msg_b",
+        now,
+        &sign(&new, "msg_b", now, body),
+        body,
+    )
+    .await;
+    assert_eq!(res.status().as_u16(), 202);
 }

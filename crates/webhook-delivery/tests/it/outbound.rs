@@ -159,7 +159,7 @@ async fn a_delivery_survives_the_worker_dying_mid_flight() {
         app.receiver.hits("crash").into_iter().next()
     })
     .await;
-    app.kill_worker();
+    app.kill_worker().await;
     app.restart_worker();
     let d = eventually(
         "a new worker delivers it once the lease runs out",
@@ -352,7 +352,7 @@ async fn deliveries_older_than_the_retention_are_purged() {
     .await
     .expect("age a delivery");
     let _ = admin.close().await;
-    app.kill_worker();
+    app.kill_worker().await;
     app.restart_worker();
     let left = eventually("the old delivery is purged", || async {
         let ds = app.deliveries(&t, &endpoint).await;
