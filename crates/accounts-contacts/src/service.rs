@@ -415,38 +415,10 @@ impl Accounts {
         reach: &Reach,
         owner: Option<Uuid>,
     ) -> ApiResult<()> {
-        if !reach.covers(owner) {
-            return Err(ApiError::permission_denied(
-                "owner_user_id: your role may not assign records to this owner",
-            )
-            .with_fields(vec![FieldViolation {
-                field: "owner_user_id".into(),
-                message: "your role may not assign records to this owner".into(),
-            }]));
-        }
-        let Some(owner) = owner else { return Ok(()) };
-        if owner == caller.subject {
-            return Ok(());
-        }
-        let res = self
-            .inner
+        self.inner
             .perms
-            .identity()
-            .get_user(Permissions::request(
-                caller,
-                idpb::GetUserRequest {
-                    id: owner.to_string(),
-                },
-            ))
-            .await;
-        match res {
-            Ok(u) if u.get_ref().user.as_ref().is_some_and(|u| !u.disabled) => Ok(()),
-            Ok(_) => Err(ApiError::invalid("owner_user_id", "is a disabled user")),
-            Err(s) if s.code() == tonic::Code::NotFound => {
-                Err(ApiError::invalid("owner_user_id", "no such user"))
-            }
-            Err(s) => Err(ApiError::from_status(&s)),
-        }
+            .check_assignable(caller, reach, "owner_user_id", owner)
+            .await
     }
 
     // ---- generic record operations ----------------------------------------------------

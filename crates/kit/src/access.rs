@@ -201,6 +201,49 @@ impl Permissions {
         req
     }
 
+    /// Refuses an owner (of the record field `field`) the caller may not assign within
+    /// `reach`, or who is not an enabled user of the tenant.
+    pub async fn check_assignable(
+        &self,
+        caller: &Caller,
+        reach: &Reach,
+        field: &str,
+        owner: Option<Uuid>,
+    ) -> ApiResult<()> {
+        if !reach.covers(owner) {
+            let message = "your role may not assign records to this user";
+            return Err(
+                ApiError::permission_denied(format!("{field}: {message}")).with_fields(vec![
+                    FieldViolation {
+                        field: field.into(),
+                        message: message.into(),
+                    },
+                ]),
+            );
+        }
+        let Some(owner) = owner else { return Ok(()) };
+        if owner == caller.subject {
+            return Ok(());
+        }
+        let res = self
+            .identity()
+            .get_user(Self::request(
+                caller,
+                pb::GetUserRequest {
+                    id: owner.to_string(),
+                },
+            ))
+            .await;
+        match res {
+            Ok(u) if u.get_ref().user.as_ref().is_some_and(|u| !u.disabled) => Ok(()),
+            Ok(_) => Err(ApiError::invalid(field, "is a disabled user")),
+            Err(s) if s.code() == tonic::Code::NotFound => {
+                Err(ApiError::invalid(field, "no such user"))
+            }
+            Err(s) => Err(ApiError::from_status(&s)),
+        }
+    }
+
     /// The caller's permissions.
     pub async fn of(&self, caller: &Caller) -> ApiResult<Arc<Access>> {
         let key = (caller.tenant, caller.subject);

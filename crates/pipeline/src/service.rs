@@ -516,38 +516,10 @@ impl Pipelines {
         field: &str,
         owner: Option<Uuid>,
     ) -> ApiResult<()> {
-        if !reach.covers(owner) {
-            return Err(ApiError::permission_denied(format!(
-                "{field}: your role may not assign records to this user"
-            ))
-            .with_fields(vec![FieldViolation {
-                field: field.into(),
-                message: "your role may not assign records to this user".into(),
-            }]));
-        }
-        let Some(owner) = owner else { return Ok(()) };
-        if owner == caller.subject {
-            return Ok(());
-        }
-        let res = self
-            .inner
+        self.inner
             .perms
-            .identity()
-            .get_user(Permissions::request(
-                caller,
-                idpb::GetUserRequest {
-                    id: owner.to_string(),
-                },
-            ))
-            .await;
-        match res {
-            Ok(u) if u.get_ref().user.as_ref().is_some_and(|u| !u.disabled) => Ok(()),
-            Ok(_) => Err(ApiError::invalid(field, "is a disabled user")),
-            Err(s) if s.code() == tonic::Code::NotFound => {
-                Err(ApiError::invalid(field, "no such user"))
-            }
-            Err(s) => Err(ApiError::from_status(&s)),
-        }
+            .check_assignable(caller, reach, field, owner)
+            .await
     }
 
     /// Checks with accounts-contacts, as the caller, that an account exists and is readable;
