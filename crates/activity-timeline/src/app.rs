@@ -46,14 +46,8 @@ impl Settings {
 
     /// Reads settings from a map (tests pass their own).
     pub fn from_map(vars: &HashMap<String, String>) -> anyhow::Result<Self> {
-        let accounts_url = vars
-            .get("CRM_ACCOUNTS_CONTACTS_URL")
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-            .unwrap_or_else(|| DEFAULT_ACCOUNTS_URL.to_owned());
-        if !(accounts_url.starts_with("http://") || accounts_url.starts_with("https://")) {
-            anyhow::bail!("CRM_ACCOUNTS_CONTACTS_URL: not an http(s) URL: {accounts_url:?}");
-        }
+        let accounts_url =
+            crm_kit::config::service_url(vars, "CRM_ACCOUNTS_CONTACTS_URL", DEFAULT_ACCOUNTS_URL)?;
         Ok(Self {
             accounts_url,
             consumer: ConsumerOptions::default(),
