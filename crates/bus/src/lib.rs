@@ -10,6 +10,7 @@ pub mod consumer;
 mod error;
 mod event;
 pub mod inprocess;
+pub mod outage;
 pub mod outbox;
 pub mod probe;
 pub mod relay;

@@ -6,39 +6,10 @@
 #[path = "it/helpers.rs"]
 mod helpers;
 
-use std::{collections::HashMap, process::Command};
+use std::collections::HashMap;
 
+use crm_bus::outage::Outage;
 use helpers::{eventually, spawn};
-
-fn rabbitmqctl(args: &[&str]) {
-    let out = Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .expect("run rabbitmqctl");
-    assert!(
-        out.status.success(),
-        "rabbitmqctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn broker_running() -> bool {
-    Command::new("rabbitmq-diagnostics")
-        .args(["-q", "check_running"])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-/// Starts the broker again however the test ends, so nothing else is left without it.
-struct RestartOnDrop;
-
-impl Drop for RestartOnDrop {
-    fn drop(&mut self) {
-        if !broker_running() {
-            let _ = Command::new("rabbitmqctl").arg("start_app").output();
-        }
-    }
-}
 
 #[tokio::test]
 async fn a_broker_restart_loses_no_webhook_and_sends_none_twice() {
@@ -58,18 +29,13 @@ async fn a_broker_restart_loses_no_webhook_and_sends_none_twice() {
         app.team(&t, &name).await;
         names.push(name);
     }
-    let _restart = RestartOnDrop;
-    rabbitmqctl(&["stop_app"]);
+    let outage = Outage::begin().await.expect("stop the broker");
     for n in 0..PER_PHASE {
         let name = format!("During {n}");
         app.team(&t, &name).await;
         names.push(name);
     }
-    rabbitmqctl(&["start_app"]);
-    eventually("the broker is running again", || async {
-        broker_running().then_some(())
-    })
-    .await;
+    outage.end().await.expect("start the broker again");
     for n in 0..PER_PHASE {
         let name = format!("After {n}");
         app.team(&t, &name).await;
