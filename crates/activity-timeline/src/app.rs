@@ -13,6 +13,7 @@ use crm_kit::{
 use crm_proto::{
     accounts::accounts_service_client::AccountsServiceClient,
     identity::identity_service_client::IdentityServiceClient,
+    pipeline::pipeline_service_client::PipelineServiceClient,
     timeline::timeline_service_server::TimelineServiceServer,
 };
 use secrecy::ExposeSecret;
@@ -28,28 +29,32 @@ use crate::{
 
 /// Where accounts-contacts listens unless `CRM_ACCOUNTS_CONTACTS_URL` says otherwise.
 pub const DEFAULT_ACCOUNTS_URL: &str = "http://127.0.0.1:50052";
+/// Where pipeline listens unless `CRM_PIPELINE_URL` says otherwise.
+pub const DEFAULT_PIPELINE_URL: &str = "http://127.0.0.1:50053";
 
 /// Settings of this service beyond the shared [`Config`].
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// accounts-contacts, which answers whether an account or contact may be read.
     pub accounts_url: String,
+    /// pipeline, which answers whether an opportunity, lead or ticket may be read.
+    pub pipeline_url: String,
     /// Tuning of the event consumer.
     pub consumer: ConsumerOptions,
 }
 
 impl Settings {
-    /// Reads `CRM_ACCOUNTS_CONTACTS_URL` from the environment.
+    /// Reads `CRM_ACCOUNTS_CONTACTS_URL` and `CRM_PIPELINE_URL` from the environment.
     pub fn from_env() -> anyhow::Result<Self> {
         Self::from_map(&std::env::vars().collect())
     }
 
     /// Reads settings from a map (tests pass their own).
     pub fn from_map(vars: &HashMap<String, String>) -> anyhow::Result<Self> {
-        let accounts_url =
-            crm_kit::config::service_url(vars, "CRM_ACCOUNTS_CONTACTS_URL", DEFAULT_ACCOUNTS_URL)?;
+        use crm_kit::config::service_url;
         Ok(Self {
-            accounts_url,
+            accounts_url: service_url(vars, "CRM_ACCOUNTS_CONTACTS_URL", DEFAULT_ACCOUNTS_URL)?,
+            pipeline_url: service_url(vars, "CRM_PIPELINE_URL", DEFAULT_PIPELINE_URL)?,
             consumer: ConsumerOptions::default(),
         })
     }
@@ -96,7 +101,10 @@ impl Application {
             deps.db.clone(),
             Permissions::new(IdentityServiceClient::new(channel(&config.identity_url)?)),
             PageTokens::derive(config.key_encryption_key.expose_secret()),
-            Subjects::new(AccountsServiceClient::new(channel(&settings.accounts_url)?)),
+            Subjects::new(
+                AccountsServiceClient::new(channel(&settings.accounts_url)?),
+                PipelineServiceClient::new(channel(&settings.pipeline_url)?),
+            ),
         );
         let consumer = match &deps.bus {
             Some(bus) => {

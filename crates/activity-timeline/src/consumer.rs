@@ -57,7 +57,8 @@ fn record_of(event: &Event) -> Option<(&'static str, Uuid)> {
     Some((kind, Uuid::parse_str(&data.entity_id).ok()?))
 }
 
-/// Updates the record and relation projections from an event about a record.
+/// Updates the relation projection (which account a contact or opportunity belongs to) from
+/// an event about a record.
 async fn project(
     tx: &TenantTx,
     event: &Event,
@@ -67,17 +68,6 @@ async fn project(
 ) -> Result<(), HandlerError> {
     let data = &event.data;
     let after = data.after.as_ref();
-    let owner = uuid_at(after, "ownerUserId").or_else(|| {
-        (kind == "ticket")
-            .then(|| uuid_at(after, "assigneeUserId"))
-            .flatten()
-    });
-    let deleted = match verb {
-        "deleted" => Some(true),
-        "created" | "restored" => Some(false),
-        _ => None,
-    };
-    store::observe_record(tx, kind, id, owner, deleted, event.time).await?;
     if !ACCOUNT_CHILDREN.contains(&kind) {
         return Ok(());
     }

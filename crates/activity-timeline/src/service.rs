@@ -459,7 +459,7 @@ impl Timeline {
         if !self
             .inner
             .subjects
-            .readable(&self.inner.db, caller, &access, kind, subject_id)
+            .readable(caller, kind, subject_id)
             .await?
         {
             return Err(ApiError::invalid(
@@ -878,12 +878,7 @@ impl Timeline {
         let size = page_size(r.page_size, "page_size")?;
         let id = path_id(kind, &r.record_id)?;
         let access = self.access(caller).await?;
-        if !self
-            .inner
-            .subjects
-            .readable(&self.inner.db, caller, &access, kind, id)
-            .await?
-        {
+        if !self.inner.subjects.readable(caller, kind, id).await? {
             return Err(ApiError::not_found(kind));
         }
         let fp = format!("timeline|{kind}|{id}");

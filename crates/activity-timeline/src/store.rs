@@ -462,59 +462,6 @@ pub async fn timeline(
 
 // ---- projections -----------------------------------------------------------------------------
 
-/// A record known from its events.
-#[derive(Debug, Clone, FromQueryResult)]
-pub struct RecordRow {
-    pub owner_user_id: Option<Uuid>,
-    pub deleted: bool,
-}
-
-/// Notes what an event says of a record: its owner (when it names one) and whether it is
-/// deleted (when it says); later events win.
-pub async fn observe_record(
-    tx: &TenantTx,
-    entity_type: &str,
-    id: Uuid,
-    owner: Option<Option<Uuid>>,
-    deleted: Option<bool>,
-    at: DateTime<Utc>,
-) -> Result<(), DbErr> {
-    tx.conn()
-        .execute_raw(stmt(
-            "INSERT INTO timeline.records AS r (tenant_id, entity_type, entity_id, owner_user_id, deleted, last_event_at) \
-             VALUES ($1, $2, $3, $4, coalesce($6, false), $7) \
-             ON CONFLICT (tenant_id, entity_type, entity_id) DO UPDATE SET \
-             owner_user_id = CASE WHEN $5 AND EXCLUDED.last_event_at >= r.last_event_at THEN EXCLUDED.owner_user_id ELSE r.owner_user_id END, \
-             deleted = CASE WHEN $6 IS NOT NULL AND EXCLUDED.last_event_at >= r.last_event_at THEN $6 ELSE r.deleted END, \
-             last_event_at = greatest(r.last_event_at, EXCLUDED.last_event_at)",
-            [
-                t(tx),
-                entity_type.to_owned().into(),
-                id.into(),
-                owner.flatten().into(),
-                owner.is_some().into(),
-                deleted.into(),
-                at.into(),
-            ],
-        ))
-        .await?;
-    Ok(())
-}
-
-/// A record known from its events.
-pub async fn record(
-    tx: &TenantTx,
-    entity_type: &str,
-    id: Uuid,
-) -> Result<Option<RecordRow>, DbErr> {
-    RecordRow::find_by_statement(stmt(
-        "SELECT owner_user_id, deleted FROM timeline.records WHERE tenant_id = $1 AND entity_type = $2 AND entity_id = $3",
-        [t(tx), entity_type.to_owned().into(), id.into()],
-    ))
-    .one(tx.conn())
-    .await
-}
-
 /// Replaces the primary account of a record (None: it has none).
 pub async fn set_primary_account(
     tx: &TenantTx,

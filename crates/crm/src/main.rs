@@ -305,6 +305,7 @@ async fn up(mut config: Config, demo: bool, embedded: bool) -> anyhow::Result<()
     );
     let mut timeline_settings = crm_activity_timeline::Settings::from_env()?;
     timeline_settings.accounts_url = local_url(accounts.grpc_addr()?);
+    timeline_settings.pipeline_url = local_url(pipeline.grpc_addr()?);
     let timeline = crm_activity_timeline::Application::build(
         &config,
         &timeline_settings,

@@ -5,7 +5,7 @@ use chrono::{Duration as Days, SecondsFormat, Utc};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{bad_request, event, problem, s, spawn};
+use crate::helpers::{bad_request, problem, s, spawn};
 
 fn at(d: chrono::DateTime<Utc>) -> String {
     d.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -374,23 +374,15 @@ async fn bad_input_is_refused_naming_the_field() {
     let list = st.get_json(&admin, "/activities").await;
     assert_eq!(list["items"], json!([]));
 
-    // A lead known from its events is a valid subject.
-    let lead = Uuid::now_v7();
-    st.publish(&event(
-        &admin,
-        "lead.created",
-        lead,
-        None,
-        Some(json!({"id": lead, "firstName": "Grace", "ownerUserId": admin.id, "version": 1})),
-    ))
-    .await;
-    st.timeline_until(
-        &admin,
-        &format!("/leads/{lead}/timeline"),
-        "the lead",
-        |e| !e.is_empty(),
-    )
-    .await;
+    // A lead of pipeline is a valid subject.
+    let lead = st
+        .create(
+            &admin,
+            "/leads",
+            json!({"firstName": "Grace", "lastName": "Hopper", "status": "new"}),
+        )
+        .await;
+    let lead = s(&lead, "id");
     st.create(
         &admin,
         "/activities",

@@ -1,5 +1,5 @@
 //! A whole stack per test: a fresh database, a unique bus prefix, identity, accounts-contacts
-//! (publishing its outbox), activity-timeline (publishing its outbox and consuming every
+//! and pipeline (publishing their outboxes), activity-timeline (publishing its outbox and consuming every
 //! event) and the gateway on free ports; tests speak REST to the gateway as a partner would.
 
 #![allow(dead_code)]
@@ -82,9 +82,12 @@ async fn delete_bus(bus: &BusConfig) {
         return;
     };
     if let Ok(ch) = conn.create_channel().await {
-        let q = format!("{}activity-timeline", bus.prefix);
-        let mut queues = vec![q.clone(), format!("{q}.dlq")];
-        queues.extend((1..=3).map(|n| format!("{q}.retry.{n}")));
+        let mut queues = Vec::new();
+        for service in ["activity-timeline", "pipeline"] {
+            let q = format!("{}{service}", bus.prefix);
+            queues.extend([q.clone(), format!("{q}.dlq")]);
+            queues.extend((1..=3).map(|n| format!("{q}.retry.{n}")));
+        }
         for queue in queues {
             let _ = ch
                 .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
@@ -127,6 +130,8 @@ pub async fn spawn() -> TestStack {
         ("CRM_IDENTITY_HTTP_PORT".into(), "0".into()),
         ("CRM_ACCOUNTS_CONTACTS_GRPC_PORT".into(), "0".into()),
         ("CRM_ACCOUNTS_CONTACTS_HTTP_PORT".into(), "0".into()),
+        ("CRM_PIPELINE_GRPC_PORT".into(), "0".into()),
+        ("CRM_PIPELINE_HTTP_PORT".into(), "0".into()),
         ("CRM_ACTIVITY_TIMELINE_GRPC_PORT".into(), "0".into()),
         ("CRM_ACTIVITY_TIMELINE_HTTP_PORT".into(), "0".into()),
         ("CRM_GATEWAY_HTTP_PORT".into(), "0".into()),
@@ -173,6 +178,22 @@ pub async fn spawn() -> TestStack {
         format!("http://{}", accounts.grpc_addr().expect("addr")),
     );
     tokio::spawn(accounts.run_until_stopped(cancel.clone()));
+
+    let pipeline = crm_pipeline::Application::build(
+        &config,
+        &crm_pipeline::Settings::from_map(&env).expect("settings"),
+        crm_pipeline::Deps {
+            db: db.clone(),
+            bus: Some(bus.clone()),
+        },
+    )
+    .await
+    .expect("pipeline");
+    env.insert(
+        "CRM_PIPELINE_URL".into(),
+        format!("http://{}", pipeline.grpc_addr().expect("addr")),
+    );
+    tokio::spawn(pipeline.run_until_stopped(cancel.clone()));
 
     let mut settings = crm_activity_timeline::Settings::from_map(&env).expect("settings");
     settings.consumer = ConsumerOptions {

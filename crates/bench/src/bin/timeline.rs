@@ -77,6 +77,10 @@ async fn run(scratch: &Scratch, args: &Args) -> anyhow::Result<()> {
         ("REDIS_URL".into(), scratch.redis_url.clone()),
         ("CRM_IDENTITY_GRPC_PORT".into(), "0".into()),
         ("CRM_IDENTITY_HTTP_PORT".into(), "0".into()),
+        ("CRM_ACCOUNTS_CONTACTS_GRPC_PORT".into(), "0".into()),
+        ("CRM_ACCOUNTS_CONTACTS_HTTP_PORT".into(), "0".into()),
+        ("CRM_PIPELINE_GRPC_PORT".into(), "0".into()),
+        ("CRM_PIPELINE_HTTP_PORT".into(), "0".into()),
         ("CRM_ACTIVITY_TIMELINE_GRPC_PORT".into(), "0".into()),
         ("CRM_ACTIVITY_TIMELINE_HTTP_PORT".into(), "0".into()),
         ("CRM_GATEWAY_HTTP_PORT".into(), "0".into()),
@@ -101,6 +105,35 @@ async fn run(scratch: &Scratch, args: &Args) -> anyhow::Result<()> {
     );
     tokio::spawn(identity.run_until_stopped(cancel.clone()));
     let config = Config::from_map(&env)?;
+    // Timeline reads ask pipeline whether the caller may read the record; pipeline checks
+    // accounts against accounts-contacts.
+    let accounts = crm_accounts_contacts::Application::build(
+        &config,
+        crm_accounts_contacts::Deps {
+            db: db.clone(),
+            bus: None,
+        },
+    )
+    .await?;
+    env.insert(
+        "CRM_ACCOUNTS_CONTACTS_URL".into(),
+        format!("http://{}", accounts.grpc_addr()?),
+    );
+    tokio::spawn(accounts.run_until_stopped(cancel.clone()));
+    let pipeline = crm_pipeline::Application::build(
+        &config,
+        &crm_pipeline::Settings::from_map(&env)?,
+        crm_pipeline::Deps {
+            db: db.clone(),
+            bus: None,
+        },
+    )
+    .await?;
+    env.insert(
+        "CRM_PIPELINE_URL".into(),
+        format!("http://{}", pipeline.grpc_addr()?),
+    );
+    tokio::spawn(pipeline.run_until_stopped(cancel.clone()));
     let settings = crm_activity_timeline::Settings::from_map(&env)?;
     let timeline = crm_activity_timeline::Application::build(
         &config,
@@ -216,13 +249,16 @@ async fn run(scratch: &Scratch, args: &Args) -> anyhow::Result<()> {
     println!();
 
     // ---- pages of a record with many entries ----------------------------------------------------
-    let lead = Uuid::now_v7();
-    owner
-        .execute_raw(sql(&format!(
-            "INSERT INTO timeline.records (tenant_id, entity_type, entity_id, owner_user_id, deleted, last_event_at) \
-             VALUES ('{tenant}', 'lead', '{lead}', '{admin}', false, now())"
-        )))
+    let lead: Value = http
+        .post(format!("{base}/leads"))
+        .bearer_auth(&token)
+        .json(&json!({"firstName": "Grace", "lastName": "Hopper", "status": "new"}))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
         .await?;
+    let lead = Uuid::parse_str(lead["id"].as_str().context("lead id")?)?;
     owner
         .execute_raw(sql(&format!(
             "INSERT INTO timeline.entries (tenant_id, id, record_type, record_id, event_id, event_type, \
