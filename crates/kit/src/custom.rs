@@ -316,6 +316,26 @@ mod tests {
     }
 
     #[test]
+    fn types_match_the_wire_enum() {
+        for t in ["text", "number", "date", "boolean", "select", "multiselect"] {
+            let ft = FieldType::parse(t).unwrap();
+            assert_eq!(FieldType::from_pb(ft.to_pb() as i32), Some(ft));
+            assert_eq!(ft.as_str(), t);
+        }
+        assert_eq!(FieldType::from_pb(0), None);
+        let def = Definition::from_pb(&pb::CustomField {
+            key: "tier".into(),
+            r#type: pb::CustomFieldType::Select as i32,
+            options: vec!["gold".into()],
+            required: true,
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(def.field_type, FieldType::Select);
+        assert!(def.required);
+    }
+
+    #[test]
     fn keys() {
         assert!(valid_key("tier_2"));
         assert!(!valid_key("2tier"));

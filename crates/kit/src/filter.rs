@@ -619,6 +619,18 @@ mod tests {
             column: "created_at",
             kind: Kind::Time,
         },
+        Field {
+            name: "close_date",
+            rest: "closeDate",
+            column: "close_date",
+            kind: Kind::Date,
+        },
+        Field {
+            name: "amount_cents",
+            rest: "amountCents",
+            column: "amount_cents",
+            kind: Kind::Integer,
+        },
     ];
 
     fn compile_str(s: &str, hidden: &(dyn Fn(&str) -> bool + Sync)) -> ApiResult<(String, usize)> {
@@ -666,6 +678,14 @@ mod tests {
         assert_eq!(n, 3);
         assert!(!sql.contains("O'Brien"), "values are parameters: {sql}");
         assert!(sql.contains("t.created_at >= $2"), "{sql}");
+        let (sql, n) = compile_str(
+            r#"close_date < "2027-01-01" AND amount_cents >= 100000 AND amount_cents != 5"#,
+            &none,
+        )
+        .unwrap();
+        assert_eq!(n, 3);
+        assert!(sql.contains("t.close_date < $1"), "{sql}");
+        assert!(sql.contains("t.amount_cents IS DISTINCT FROM $3"), "{sql}");
     }
 
     #[test]
@@ -684,6 +704,11 @@ mod tests {
             "last_name = 3",
             "last_name = \"unterminated",
             "last_name ~ \"a\"",
+            "close_date > \"yesterday\"",
+            "close_date : \"2027-01-01\"",
+            "amount_cents = 1.5",
+            "amount_cents = \"100\"",
+            "amount_cents : 3",
         ] {
             let e = compile_str(bad, &none).unwrap_err();
             assert_eq!(e.fields[0].field, "filter", "{bad}");

@@ -112,4 +112,12 @@ mod tests {
             crate::ErrorCode::NotFound
         );
     }
+
+    #[test]
+    fn structs_round_trip() {
+        let m = serde_json::json!({"a": 1, "b": 2.5, "c": "x", "d": [true, null], "e": {"f": "g"}});
+        let m = m.as_object().unwrap();
+        assert_eq!(&struct_to_map(Some(map_to_struct(m))), m);
+        assert!(struct_to_map(None).is_empty());
+    }
 }

@@ -3462,3 +3462,19 @@ impl PipelineService for Pipelines {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn custom_names_are_found_in_filters_and_sorts() {
+        assert_eq!(
+            custom_names(r#"custom.region = "emea" AND (custom.seats>3 OR name:"custom.x")"#),
+            ["region", "seats", "x"]
+        );
+        assert_eq!(custom_names("custom.seats desc"), ["seats"]);
+        assert!(custom_names("create_time desc").is_empty());
+        assert!(custom_names("custom. = 1 AND custom.Bad = 2").is_empty());
+    }
+}

@@ -482,3 +482,34 @@ async fn deleting_a_definition_removes_only_its_opportunities_values() {
     let c = get(&st, &admin, &format!("/contacts/{}", s(&contact, "id"))).await;
     assert_eq!(c["custom"], json!({"tier": "gold"}));
 }
+
+#[tokio::test]
+async fn the_api_document_describes_opportunity_custom_values() {
+    let st = spawn().await;
+    let doc: Value = st
+        .http
+        .get(st.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let schemas = &doc["components"]["schemas"];
+    for schema in [
+        "Opportunity",
+        "CreateOpportunityRequest",
+        "UpdateOpportunityRequest",
+    ] {
+        let custom = &schemas[schema]["properties"]["custom"];
+        assert!(
+            custom.to_string().contains("object"),
+            "{schema}.custom: {custom}"
+        );
+    }
+    let kinds = schemas["ObjectType"].to_string();
+    assert!(kinds.contains("opportunity"), "{kinds}");
+    let params = doc["paths"]["/api/v1/opportunities"]["get"]["parameters"].to_string();
+    assert!(params.contains("\"filter\""), "{params}");
+    assert!(params.contains("custom\\\\."), "sort names custom.<key>: {params}");
+}
