@@ -12,9 +12,9 @@ async fn define(st: &TestStack, u: &User, body: Value) -> String {
 }
 
 async fn get(st: &TestStack, u: &User, path: &str) -> Value {
-    let res = st.get(u, path).send().await.unwrap();
+    let res = st.get(u, path).send().await.expect("get");
     assert_eq!(res.status(), 200, "GET {path}");
-    res.json().await.unwrap()
+    res.json().await.expect("json")
 }
 
 /// The ids of a list, in order.
@@ -193,19 +193,19 @@ async fn opportunity_custom_fields_are_checked_on_every_write() {
             "/opportunities?filter=custom.region%20%3D%20%22emea%22"
         )
         .await,
-        [id.clone()]
+        [id.as_str()]
     );
     assert_eq!(
         ids(&st, &admin, "/opportunities?filter=custom.seats%20%3E%2050").await,
-        [other.clone()]
+        [other.as_str()]
     );
     assert_eq!(
         ids(&st, &admin, "/opportunities?sort=custom.seats&order=desc").await,
-        [other.clone(), id.clone()]
+        [other.as_str(), id.as_str()]
     );
     assert_eq!(
         ids(&st, &admin, "/opportunities?sort=custom.seats&limit=1").await,
-        [id.clone(), other.clone()],
+        [id.as_str(), other.as_str()],
         "cursors follow a custom sort"
     );
     for q in ["filter=custom.nope%20%3D%201", "sort=custom.nope"] {
@@ -511,5 +511,8 @@ async fn the_api_document_describes_opportunity_custom_values() {
     assert!(kinds.contains("opportunity"), "{kinds}");
     let params = doc["paths"]["/api/v1/opportunities"]["get"]["parameters"].to_string();
     assert!(params.contains("\"filter\""), "{params}");
-    assert!(params.contains("custom\\\\."), "sort names custom.<key>: {params}");
+    assert!(
+        params.contains("custom\\\\."),
+        "sort names custom.<key>: {params}"
+    );
 }
