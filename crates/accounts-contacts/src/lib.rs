@@ -2,11 +2,11 @@
 //! per-tenant custom fields, with permissions from identity (crm.accounts.v1).
 //! `Application` builds and runs it; `crm up` and the `crm-accounts-contacts` binary share it.
 
-/// Permissions now live in crm-kit so every service reads them the same way.
-pub use crm_kit::access;
+/// Permissions, and the AIP-160 filters of lists, live in crm-kit so every service reads them
+/// the same way.
+pub use crm_kit::{access, filter};
 pub mod app;
 pub mod custom;
-pub mod filter;
 pub mod service;
 pub mod store;
 

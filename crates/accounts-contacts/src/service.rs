@@ -12,7 +12,7 @@ use crm_kit::{
     error::{FieldViolation, Violations},
     idempotency,
     paging::{PageTokens, page_size},
-    rpc::{etag, fingerprint, parse_etag, path_id, ts},
+    rpc::{etag, fingerprint, map_to_struct, parse_etag, path_id, struct_to_map, ts},
 };
 use crm_proto::{
     accounts::{self as pb, accounts_service_server::AccountsService},
@@ -64,59 +64,6 @@ fn check_version(etag_in: &str, version: i64) -> ApiResult<()> {
 
 fn empty_none(s: Option<&str>) -> String {
     s.unwrap_or_default().to_owned()
-}
-
-// ---- google.protobuf.Struct <-> JSON --------------------------------------------------------
-
-fn pb_to_json(v: prost_types::Value) -> Json {
-    use prost_types::value::Kind as K;
-    match v.kind {
-        None | Some(K::NullValue(_)) => Json::Null,
-        Some(K::NumberValue(n)) => {
-            if n.fract() == 0.0 && n.abs() < 9.0e15 {
-                Json::from(n as i64)
-            } else {
-                serde_json::Number::from_f64(n).map_or(Json::Null, Json::Number)
-            }
-        }
-        Some(K::StringValue(s)) => Json::String(s),
-        Some(K::BoolValue(b)) => Json::Bool(b),
-        Some(K::StructValue(s)) => Json::Object(struct_to_map(Some(s))),
-        Some(K::ListValue(l)) => Json::Array(l.values.into_iter().map(pb_to_json).collect()),
-    }
-}
-
-/// A Struct as a JSON object.
-pub fn struct_to_map(s: Option<prost_types::Struct>) -> Map<String, Json> {
-    s.map(|s| {
-        s.fields
-            .into_iter()
-            .map(|(k, v)| (k, pb_to_json(v)))
-            .collect()
-    })
-    .unwrap_or_default()
-}
-
-fn json_to_pb(v: &Json) -> prost_types::Value {
-    use prost_types::value::Kind as K;
-    let kind = match v {
-        Json::Null => K::NullValue(0),
-        Json::Bool(b) => K::BoolValue(*b),
-        Json::Number(n) => K::NumberValue(n.as_f64().unwrap_or(0.0)),
-        Json::String(s) => K::StringValue(s.clone()),
-        Json::Array(a) => K::ListValue(prost_types::ListValue {
-            values: a.iter().map(json_to_pb).collect(),
-        }),
-        Json::Object(m) => K::StructValue(map_to_struct(m)),
-    };
-    prost_types::Value { kind: Some(kind) }
-}
-
-/// A JSON object as a Struct.
-pub fn map_to_struct(m: &Map<String, Json>) -> prost_types::Struct {
-    prost_types::Struct {
-        fields: m.iter().map(|(k, v)| (k.clone(), json_to_pb(v))).collect(),
-    }
 }
 
 // ---- what a caller sends, per record type -------------------------------------------------
@@ -212,15 +159,8 @@ fn contact_pb(access: &Access, r: &Record) -> pb::Contact {
 }
 
 fn custom_field_pb(r: &store::CustomFieldRow) -> pb::CustomField {
-    let t = match FieldType::parse(&r.field_type) {
-        Some(FieldType::Text) => pb::CustomFieldType::Text,
-        Some(FieldType::Number) => pb::CustomFieldType::Number,
-        Some(FieldType::Date) => pb::CustomFieldType::Date,
-        Some(FieldType::Boolean) => pb::CustomFieldType::Boolean,
-        Some(FieldType::Select) => pb::CustomFieldType::Select,
-        Some(FieldType::Multiselect) => pb::CustomFieldType::Multiselect,
-        None => pb::CustomFieldType::Unspecified,
-    };
+    let t =
+        FieldType::parse(&r.field_type).map_or(pb::CustomFieldType::Unspecified, FieldType::to_pb);
     pb::CustomField {
         id: r.id.to_string(),
         object_type: r.object_type.clone(),
@@ -233,18 +173,6 @@ fn custom_field_pb(r: &store::CustomFieldRow) -> pb::CustomField {
         create_time: ts(r.created_at),
         update_time: ts(r.updated_at),
     }
-}
-
-fn field_type(t: i32) -> Option<FieldType> {
-    Some(match pb::CustomFieldType::try_from(t).ok()? {
-        pb::CustomFieldType::Text => FieldType::Text,
-        pb::CustomFieldType::Number => FieldType::Number,
-        pb::CustomFieldType::Date => FieldType::Date,
-        pb::CustomFieldType::Boolean => FieldType::Boolean,
-        pb::CustomFieldType::Select => FieldType::Select,
-        pb::CustomFieldType::Multiselect => FieldType::Multiselect,
-        pb::CustomFieldType::Unspecified => return None,
-    })
 }
 
 /// The E.164 form of a phone number, when it parses (international numbers with `+`).
@@ -1330,12 +1258,18 @@ impl Accounts {
         object_type: &str,
     ) -> ApiResult<Vec<pb::CustomField>> {
         let access = self.access(caller).await?;
-        access.require("custom_field", "read")?;
         if !object_type.is_empty() && !custom::OBJECT_TYPES.contains(&object_type) {
             return Err(ApiError::invalid(
                 "object_type",
-                "must be account or contact",
+                "must be account, contact or opportunity",
             ));
+        }
+        // Whoever may read records of a type sees its definitions (they decide what writes
+        // of those records accept), so services that validate values on a caller's behalf
+        // can read them with the caller's token.
+        let reads_type = !object_type.is_empty() && access.scope(object_type, "read").is_some();
+        if !reads_type {
+            access.require("custom_field", "read")?;
         }
         let tx = self.tx(caller.tenant).await?;
         let rows =
@@ -1387,14 +1321,14 @@ impl Accounts {
         v.check(
             !custom::OBJECT_TYPES.contains(&r.object_type.as_str()),
             "object_type",
-            "must be account or contact",
+            "must be account, contact or opportunity",
         );
         v.check(
             !custom::valid_key(&r.key),
             "key",
             "must be a lowercase letter followed by up to 63 lowercase letters, digits or underscores",
         );
-        let t = field_type(r.r#type);
+        let t = FieldType::from_pb(r.r#type);
         v.check(
             t.is_none(),
             "type",
@@ -1935,12 +1869,5 @@ mod tests {
         assert_eq!(e164("+1 (415) 555-2671").as_deref(), Some("+14155552671"));
         assert_eq!(e164("0171 1234567"), None, "no country, no E.164");
         assert_eq!(e164("+1 23"), None);
-    }
-
-    #[test]
-    fn structs_round_trip() {
-        let m = json!({"a": 1, "b": 2.5, "c": "x", "d": [true, null], "e": {"f": "g"}});
-        let m = m.as_object().unwrap();
-        assert_eq!(&struct_to_map(Some(map_to_struct(m))), m);
     }
 }

@@ -712,21 +712,25 @@ pub async fn update_custom_field(
     Ok(())
 }
 
-/// Deletes a definition and the values stored under its key.
+/// Deletes a definition and, for the records kept here, the values stored under its key.
+/// Other object types' values live in their own service, which removes them when it sees
+/// `custom_field.deleted`.
 pub async fn delete_custom_field(tx: &TenantTx, row: &CustomFieldRow) -> Result<(), DbErr> {
-    let table = if row.object_type == "account" {
-        ACCOUNT.table
-    } else {
-        CONTACT.table
+    let table = match row.object_type.as_str() {
+        "account" => Some(ACCOUNT.table),
+        "contact" => Some(CONTACT.table),
+        _ => None,
     };
-    tx.conn()
-        .execute_raw(stmt(
-            &format!(
-                "UPDATE {table} SET custom = custom - $2 WHERE tenant_id = $1 AND (custom -> $2) IS NOT NULL"
-            ),
-            [t(tx), row.key.clone().into()],
-        ))
-        .await?;
+    if let Some(table) = table {
+        tx.conn()
+            .execute_raw(stmt(
+                &format!(
+                    "UPDATE {table} SET custom = custom - $2 WHERE tenant_id = $1 AND (custom -> $2) IS NOT NULL"
+                ),
+                [t(tx), row.key.clone().into()],
+            ))
+            .await?;
+    }
     tx.conn()
         .execute_raw(stmt(
             "DELETE FROM accounts.custom_fields WHERE tenant_id = $1 AND id = $2",

@@ -1,7 +1,8 @@
 //! The consumer of other services' events: `account.*` keeps the projection of account
-//! names that lists show; `lead.submitted` (web-to-lead forms) becomes a new lead. Each event
-//! is handled once (the bus records processed ids in the same transaction), and a lead made
-//! from an event also remembers its id.
+//! names that lists show; `lead.submitted` (web-to-lead forms) becomes a new lead;
+//! `custom_field.deleted` of an opportunity field removes the values stored under its key.
+//! Each event is handled once (the bus records processed ids in the same transaction), and a
+//! lead made from an event also remembers its id.
 
 use async_trait::async_trait;
 use crm_bus::{Event, Handler, HandlerError};
@@ -10,7 +11,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::{
-    service,
+    custom, service,
     store::{self, Kind, LeadRow, Set},
 };
 
@@ -19,7 +20,11 @@ pub const SERVICE: &str = "pipeline";
 
 /// The routing patterns of the queue.
 pub fn bindings() -> Vec<String> {
-    vec!["account.*".into(), "lead.submitted".into()]
+    vec![
+        "account.*".into(),
+        "lead.submitted".into(),
+        "custom_field.deleted".into(),
+    ]
 }
 
 /// Applies account and web-to-lead events.
@@ -106,12 +111,27 @@ async fn submitted_lead(tx: &TenantTx, event: &Event) -> Result<(), HandlerError
     Ok(())
 }
 
+async fn deleted_custom_field(tx: &TenantTx, event: &Event) -> Result<(), HandlerError> {
+    let Some(Value::Object(field)) = &event.data.before else {
+        return Err(permanent("custom_field.deleted without its definition"));
+    };
+    if field.get("objectType").and_then(Value::as_str) != Some(custom::OBJECT_TYPE) {
+        return Ok(());
+    }
+    let Some(key) = field.get("key").and_then(Value::as_str) else {
+        return Err(permanent("custom_field.deleted without a key"));
+    };
+    store::remove_custom_key(tx, key, event.time).await?;
+    Ok(())
+}
+
 #[async_trait]
 impl Handler for PipelineHandler {
     async fn handle(&self, tx: &TenantTx, event: &Event) -> Result<(), HandlerError> {
         match event.event_type.split_once('.') {
             Some(("account", verb)) => account(tx, event, verb).await,
             Some(("lead", "submitted")) => submitted_lead(tx, event).await,
+            Some(("custom_field", "deleted")) => deleted_custom_field(tx, event).await,
             _ => Ok(()),
         }
     }

@@ -14,10 +14,12 @@ use crm_bus::Event;
 use crm_kit::{
     ApiError, ApiResult, Caller, Db, ErrorCode, TenantId, TenantTx,
     access::{Access, Permissions, Reach, Scope},
+    custom::{self as fields, Definition},
     error::{FieldViolation, Violations},
+    filter::{self, Field, Kind as FieldKind, Schema},
     idempotency,
     paging::{PageTokens, page_size},
-    rpc::{etag, fingerprint, parse_etag, path_id, ts},
+    rpc::{etag, fingerprint, map_to_struct, parse_etag, path_id, struct_to_map, ts},
 };
 use crm_proto::{
     accounts::{self as apb, accounts_service_client::AccountsServiceClient},
@@ -32,6 +34,7 @@ use uuid::Uuid;
 
 use crate::{
     currency,
+    custom::Definitions,
     rules::{self, Broken, MoveError, ObjectType, PipelineDef, StageDef, StageKind},
     store::{self, Kind, LeadRow, ListQuery, OppRow, PipelineRow, Row, Set, TicketRow},
 };
@@ -79,6 +82,7 @@ struct Inner {
     db: Db,
     perms: Permissions,
     accounts: AccountsServiceClient<Channel>,
+    definitions: Definitions,
     pages: PageTokens,
     email_re: Regex,
     key_re: Regex,
@@ -130,6 +134,40 @@ fn diff(before: &Json, after: &Json) -> (Json, Json) {
         }
     }
     (Json::Object(b), Json::Object(a))
+}
+
+/// The before and after of the fields that differ between two states of an opportunity; a
+/// custom value is its own field, `custom.<key>`, as field rules name it.
+fn opp_diff(before: &OppRow, after: &OppRow) -> (Json, Json) {
+    let plain = |r: &OppRow| {
+        let mut j = r.to_json();
+        if let Some(m) = j.as_object_mut() {
+            m.remove("custom");
+        }
+        j
+    };
+    let (mut b, mut a) = diff(&plain(before), &plain(after));
+    let (x, y) = (before.custom_map(), after.custom_map());
+    let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+    if let (Json::Object(b), Json::Object(a)) = (&mut b, &mut a) {
+        for k in keys {
+            let (old, new) = (x.get(k), y.get(k));
+            if old != new {
+                b.insert(format!("custom.{k}"), old.cloned().unwrap_or(Json::Null));
+                a.insert(format!("custom.{k}"), new.cloned().unwrap_or(Json::Null));
+            }
+        }
+    }
+    (b, a)
+}
+
+/// The `custom.<key>` names in a filter or sort, for looking up definitions that cover them.
+fn custom_names(text: &str) -> Vec<String> {
+    text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+        .filter_map(|w| w.strip_prefix("custom."))
+        .filter(|k| fields::valid_key(k))
+        .map(str::to_owned)
+        .collect()
 }
 
 // ---- validation helpers --------------------------------------------------------------------
@@ -284,9 +322,15 @@ fn opp_pb(access: &Access, r: &OppRow) -> pb::Opportunity {
         update_time: ts(r.updated_at),
         stage_enter_time: ts(r.stage_entered_at),
         redacted_fields: vec![],
+        custom: None,
     };
     if !o.account_id.is_empty() {
         o.account_name = r.account_name.clone().unwrap_or_default();
+    }
+    if x.show("custom") {
+        let mut m = r.custom_map();
+        m.retain(|k, _| x.show(&format!("custom.{k}")));
+        o.custom = Some(map_to_struct(&m));
     }
     o.redacted_fields = x.redacted;
     o
@@ -387,6 +431,75 @@ const OPP_SORTS: &[SortKey] = &[
         "bigint",
     ),
 ];
+/// What an opportunity list's AIP-160 filter may name besides `custom.<key>`.
+const OPP_FILTERS: &[Field] = &[
+    Field {
+        name: "id",
+        rest: "id",
+        column: "id",
+        kind: FieldKind::Uuid,
+    },
+    Field {
+        name: "name",
+        rest: "name",
+        column: "name",
+        kind: FieldKind::Text,
+    },
+    Field {
+        name: "currency",
+        rest: "currency",
+        column: "currency",
+        kind: FieldKind::Text,
+    },
+    Field {
+        name: "stage",
+        rest: "stage",
+        column: "stage",
+        kind: FieldKind::Text,
+    },
+    Field {
+        name: "account_id",
+        rest: "accountId",
+        column: "account_id",
+        kind: FieldKind::Uuid,
+    },
+    Field {
+        name: "owner_user_id",
+        rest: "ownerUserId",
+        column: "owner_user_id",
+        kind: FieldKind::Uuid,
+    },
+    Field {
+        name: "pipeline_id",
+        rest: "pipelineId",
+        column: "pipeline_id",
+        kind: FieldKind::Uuid,
+    },
+    Field {
+        name: "amount_cents",
+        rest: "amountCents",
+        column: "amount_cents",
+        kind: FieldKind::Integer,
+    },
+    Field {
+        name: "close_date",
+        rest: "closeDate",
+        column: "close_date",
+        kind: FieldKind::Date,
+    },
+    Field {
+        name: "create_time",
+        rest: "createdAt",
+        column: "created_at",
+        kind: FieldKind::Time,
+    },
+    Field {
+        name: "update_time",
+        rest: "updatedAt",
+        column: "updated_at",
+        kind: FieldKind::Time,
+    },
+];
 const TICKET_SORTS: &[SortKey] = &[
     sk("create_time", "createdAt", "t.created_at", "timestamptz"),
     sk("update_time", "updatedAt", "t.updated_at", "timestamptz"),
@@ -458,6 +571,11 @@ struct ListArgs<'a> {
     order_by: &'a str,
     query: &'a str,
     filters: Vec<Filter>,
+    /// An AIP-160 filter over `filter_fields` and, for records with custom fields, the keys
+    /// of `custom` (which also sort).
+    filter: &'a str,
+    filter_fields: &'static [Field],
+    custom: Option<&'a [Definition]>,
     violations: Violations,
 }
 
@@ -473,6 +591,7 @@ impl Pipelines {
             inner: Arc::new(Inner {
                 db,
                 perms,
+                definitions: Definitions::new(accounts.clone()),
                 accounts,
                 pages,
                 email_re: Regex::new(r"^[^\s@]+@[^\s@]+\.[^\s@]+$")?,
@@ -660,24 +779,45 @@ impl Pipelines {
             }
         };
         v.check(words.next().is_some(), "order_by", "sorts by one field");
-        let sort = sorts.iter().find(|s| s.name == name);
-        match sort {
-            None => v.add(
-                "order_by",
-                format!(
-                    "one of {}",
-                    sorts.iter().map(|s| s.name).collect::<Vec<_>>().join(", ")
-                ),
-            ),
-            Some(s) if access.is_hidden(kind.name(), s.rest) => {
-                v.add("order_by", "your role may not sort by this field")
+        let mut sort: Option<(String, &'static str)> = None;
+        match (name.strip_prefix("custom."), a.custom) {
+            (Some(key), Some(defs)) => {
+                if !defs.iter().any(|d| d.key == key) {
+                    v.add("order_by", format!("unknown custom field {key:?}"));
+                } else if access.is_hidden(kind.name(), name) {
+                    v.add("order_by", "your role may not sort by this field");
+                } else {
+                    // Keys are validated identifiers, safe to inline; missing values sort first.
+                    sort = Some((
+                        format!("COALESCE(t.custom -> '{key}', 'null'::jsonb)"),
+                        "jsonb",
+                    ));
+                }
             }
-            Some(_) => {}
+            _ => match sorts.iter().find(|s| s.name == name) {
+                None => v.add(
+                    "order_by",
+                    format!(
+                        "one of {}{}",
+                        sorts.iter().map(|s| s.name).collect::<Vec<_>>().join(", "),
+                        if a.custom.is_some() {
+                            ", custom.<key>"
+                        } else {
+                            ""
+                        }
+                    ),
+                ),
+                Some(s) if access.is_hidden(kind.name(), s.rest) => {
+                    v.add("order_by", "your role may not sort by this field")
+                }
+                Some(s) => sort = Some((s.expr.to_owned(), s.cast)),
+            },
         }
         v.finish()?;
-        let sort = sort.unwrap_or(&sorts[0]);
+        let (sort_expr, sort_cast) =
+            sort.unwrap_or_else(|| (sorts[0].expr.to_owned(), sorts[0].cast));
         let fp = format!(
-            "{}|{}|{}|{}",
+            "{}|{}|{}|{}|{}",
             kind.name(),
             a.order_by.trim(),
             query,
@@ -685,7 +825,8 @@ impl Pipelines {
                 .iter()
                 .map(|f| format!("{}={}", f.field, f.text))
                 .collect::<Vec<_>>()
-                .join("&")
+                .join("&"),
+            a.filter.trim(),
         );
         let after = self
             .inner
@@ -699,6 +840,15 @@ impl Pipelines {
         for f in a.filters {
             params.push(f.value);
             conditions.push(format!("t.{} = ${}", f.column, params.len()));
+        }
+        if let Some(e) = filter::parse(a.filter)? {
+            let hidden = |f: &str| access.is_hidden(kind.name(), f);
+            let schema = Schema {
+                fields: a.filter_fields,
+                custom: a.custom.unwrap_or_default(),
+                hidden: &hidden,
+            };
+            conditions.push(filter::compile(&e, &schema, &mut params)?);
         }
         if !query.is_empty() {
             let escaped = query
@@ -714,8 +864,8 @@ impl Pipelines {
         let q = ListQuery {
             conditions,
             params: params[1..].to_vec(),
-            sort_expr: sort.expr,
-            sort_cast: sort.cast,
+            sort_expr,
+            sort_cast,
             descending,
             after: after.map(|p| (p.k, p.id)),
             limit: size + 1,
@@ -1218,6 +1368,16 @@ impl Pipelines {
         .into_iter()
         .flatten()
         .collect();
+        // Definitions only when the filter or sort names a custom field.
+        let named: Vec<String> = [r.filter.as_str(), r.order_by.as_str()]
+            .iter()
+            .flat_map(|t| custom_names(t))
+            .collect();
+        let defs = if named.is_empty() {
+            Arc::new(Vec::new())
+        } else {
+            self.inner.definitions.covering(caller, &named).await?
+        };
         let (access, rows, next) = self
             .list::<OppRow>(
                 caller,
@@ -1230,6 +1390,9 @@ impl Pipelines {
                     order_by: &r.order_by,
                     query: &r.query,
                     filters,
+                    filter: &r.filter,
+                    filter_fields: OPP_FILTERS,
+                    custom: Some(&defs),
                     violations: v,
                 },
             )
@@ -1267,7 +1430,14 @@ impl Pipelines {
                 given.push(f);
             }
         }
-        access.check_writable("opportunity", given)?;
+        let custom_in = struct_to_map(r.custom.clone());
+        let custom_fields: Vec<String> = custom_in.keys().map(|k| format!("custom.{k}")).collect();
+        access.check_writable(
+            "opportunity",
+            given
+                .into_iter()
+                .chain(custom_fields.iter().map(String::as_str)),
+        )?;
         let mut v = Violations::new();
         v.check(r.account_id.trim().is_empty(), "account_id", "is required");
         let account = uuid_opt(&mut v, "account_id", &r.account_id);
@@ -1288,6 +1458,12 @@ impl Pipelines {
             "request_id",
             "must be at most 255 characters",
         );
+        let defs = self
+            .inner
+            .definitions
+            .covering(caller, custom_in.keys())
+            .await?;
+        let custom = fields::apply(&defs, &Map::new(), &custom_in, &mut v);
         v.finish()?;
         let owner = owner.or((!access.is_client).then_some(caller.subject));
         let account = account.ok_or_else(|| ApiError::invalid("account_id", "is required"))?;
@@ -1332,6 +1508,7 @@ impl Pipelines {
             lost_reason: None,
             won_at: None,
             owner_user_id: owner,
+            custom: Json::Object(custom.clone()),
             version: 0,
             created_at: Utc::now(),
             updated_at: Utc::now(),
@@ -1367,6 +1544,7 @@ impl Pipelines {
                 Set::new("close_date", close),
                 Set::new("won_at", won.then_some(now)),
                 Set::new("owner_user_id", owner),
+                Set::new("custom", Json::Object(custom)),
             ],
             Some(caller.subject),
         )
@@ -1414,26 +1592,42 @@ impl Pipelines {
         let paths = r.update_mask.map(|m| m.paths).unwrap_or_default();
         let mut v = Violations::new();
         v.check(paths.is_empty(), "update_mask", "names no field to change");
-        let mut rest = Vec::new();
+        let custom_in = struct_to_map(r.custom.clone());
+        let mut custom_changes = Map::new();
+        let mut replace_custom = false;
+        let mut rest: Vec<String> = Vec::new();
         for p in &paths {
             match p.as_str() {
+                "custom" => {
+                    replace_custom = true;
+                    rest.push("custom".into());
+                    rest.extend(custom_in.keys().map(|k| format!("custom.{k}")));
+                }
+                field if field.starts_with("custom.") => {
+                    let key = &field["custom.".len()..];
+                    custom_changes.insert(
+                        key.to_owned(),
+                        custom_in.get(key).cloned().unwrap_or(Json::Null),
+                    );
+                    rest.push(field.to_owned());
+                }
                 "stage" => v.add(
                     "stage",
                     "changes only through POST /opportunities/{id}/stage (MoveOpportunityStage)",
                 ),
                 "pipeline_id" => v.add("pipeline_id", "cannot change"),
-                "account_id" => rest.push("accountId"),
-                "name" => rest.push("name"),
-                "amount_cents" => rest.push("amountCents"),
-                "currency" => rest.push("currency"),
-                "close_date" => rest.push("closeDate"),
-                "owner_user_id" => rest.push("ownerUserId"),
-                "lost_reason" => rest.push("lostReason"),
+                "account_id" => rest.push("accountId".into()),
+                "name" => rest.push("name".into()),
+                "amount_cents" => rest.push("amountCents".into()),
+                "currency" => rest.push("currency".into()),
+                "close_date" => rest.push("closeDate".into()),
+                "owner_user_id" => rest.push("ownerUserId".into()),
+                "lost_reason" => rest.push("lostReason".into()),
                 other => v.add("update_mask", format!("unknown field {other:?}")),
             }
         }
         v.finish()?;
-        access.check_writable("opportunity", rest.iter().copied())?;
+        access.check_writable("opportunity", rest.iter().map(String::as_str))?;
         let has = |p: &str| paths.iter().any(|x| x == p);
         let mut v = Violations::new();
         let mut sets = Vec::new();
@@ -1495,6 +1689,33 @@ impl Pipelines {
             .lock(&tx, &access, Kind::Opportunity, id, "update")
             .await?;
         check_version(&r.etag, current.version)?;
+        // Every write checks the values against the definitions, as accounts and contacts
+        // do: a field made required since must be filled before anything else changes.
+        let current_custom = current.custom_map();
+        if replace_custom {
+            for k in current_custom.keys() {
+                // Values the caller may not change stay; the others absent from `custom` go.
+                if !custom_in.contains_key(k)
+                    && !access.is_locked("opportunity", &format!("custom.{k}"))
+                {
+                    custom_changes.insert(k.clone(), Json::Null);
+                }
+            }
+            for (k, val) in &custom_in {
+                custom_changes.insert(k.clone(), val.clone());
+            }
+        }
+        let defs = self
+            .inner
+            .definitions
+            .covering(caller, current_custom.keys().chain(custom_changes.keys()))
+            .await?;
+        let mut v = Violations::new();
+        let custom = fields::apply(&defs, &current_custom, &custom_changes, &mut v);
+        v.finish()?;
+        if custom != current_custom {
+            sets.push(Set::new("custom", Json::Object(custom)));
+        }
         if has("owner_user_id") && owner != current.owner_user_id {
             let reach = access.require("opportunity", "update")?;
             self.check_owner(caller, &reach, "owner_user_id", owner)
@@ -1508,7 +1729,7 @@ impl Pipelines {
                 "is required with amount_cents",
             ));
         }
-        let (b, a) = diff(&current.to_json(), &after.to_json());
+        let (b, a) = opp_diff(&current, &after);
         self.emit(
             &tx,
             Some(caller.subject),
@@ -1759,7 +1980,7 @@ impl Pipelines {
                     )
                     .await?;
                     let after: OppRow = Self::fetch_live(&tx, Kind::Opportunity, *id).await?;
-                    let (b, a) = diff(&current.to_json(), &after.to_json());
+                    let (b, a) = opp_diff(current, &after);
                     self.emit(
                         &tx,
                         Some(caller.subject),
@@ -1976,6 +2197,9 @@ impl Pipelines {
                     order_by: &r.order_by,
                     query: &r.query,
                     filters,
+                    filter: "",
+                    filter_fields: &[],
+                    custom: None,
                     violations: v,
                 },
             )
@@ -2378,6 +2602,9 @@ impl Pipelines {
                     order_by: &r.order_by,
                     query: &r.query,
                     filters,
+                    filter: "",
+                    filter_fields: &[],
+                    custom: None,
                     violations: v,
                 },
             )
@@ -2634,6 +2861,12 @@ impl Pipelines {
         }
         if r.create_opportunity {
             access.require("opportunity", "create")?;
+            // The new opportunity has no custom values: refused before anything is made when
+            // the tenant requires some.
+            let defs = self.inner.definitions.covering(caller, []).await?;
+            let mut v = Violations::new();
+            fields::apply(&defs, &Map::new(), &Map::new(), &mut v);
+            v.finish()?;
         }
         let mut accounts = self.inner.accounts.clone();
         let account_name = lead
@@ -3227,5 +3460,21 @@ impl PipelineService for Pipelines {
         Ok(Response::new(pb::GetPipelineReportResponse {
             report: Some(report),
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn custom_names_are_found_in_filters_and_sorts() {
+        assert_eq!(
+            custom_names(r#"custom.region = "emea" AND (custom.seats>3 OR name:"custom.x")"#),
+            ["region", "seats", "x"]
+        );
+        assert_eq!(custom_names("custom.seats desc"), ["seats"]);
+        assert!(custom_names("create_time desc").is_empty());
+        assert!(custom_names("custom. = 1 AND custom.Bad = 2").is_empty());
     }
 }

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, NaiveDate, Utc};
 use crm_kit::{TenantTx, access::Reach};
 use sea_orm::{ConnectionTrait, DbBackend, DbErr, FromQueryResult, Statement, Value};
-use serde_json::{Value as Json, json};
+use serde_json::{Map, Value as Json, json};
 use uuid::Uuid;
 
 use crate::rules::{ObjectType, PipelineDef, StageDef, default_stages};
@@ -299,7 +299,7 @@ impl Kind {
             Kind::Opportunity => {
                 "SELECT t.id, t.account_id, n.name AS account_name, t.name, t.amount_cents, t.currency, \
                 t.pipeline_id, t.stage, t.stage_entered_at, t.close_date, t.lost_reason, t.won_at, t.owner_user_id, \
-                t.version, t.created_at, t.updated_at, t.created_by, t.deleted_at \
+                t.custom, t.version, t.created_at, t.updated_at, t.created_by, t.deleted_at \
                 FROM pipeline.opportunities t LEFT JOIN pipeline.account_names n \
                 ON n.tenant_id = t.tenant_id AND n.account_id = t.account_id AND NOT n.deleted"
             }
@@ -336,6 +336,8 @@ pub struct OppRow {
     pub lost_reason: Option<String>,
     pub won_at: Option<DateTime<Utc>>,
     pub owner_user_id: Option<Uuid>,
+    /// Custom field values by key (a JSON object).
+    pub custom: Json,
     pub version: i64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -344,6 +346,11 @@ pub struct OppRow {
 }
 
 impl OppRow {
+    /// The custom field values by key.
+    pub fn custom_map(&self) -> Map<String, Json> {
+        self.custom.as_object().cloned().unwrap_or_default()
+    }
+
     /// The record as events show it (REST names).
     pub fn to_json(&self) -> Json {
         json!({
@@ -351,7 +358,8 @@ impl OppRow {
             "amountCents": self.amount_cents, "currency": self.currency,
             "pipelineId": self.pipeline_id, "stage": self.stage,
             "closeDate": self.close_date.map(|d| d.to_string()), "lostReason": self.lost_reason,
-            "ownerUserId": self.owner_user_id, "version": self.version,
+            "ownerUserId": self.owner_user_id, "custom": self.custom_map(),
+            "version": self.version,
         })
     }
 }
@@ -485,7 +493,7 @@ pub struct ListQuery {
     pub conditions: Vec<String>,
     pub params: Vec<Value>,
     /// The SQL expression of the sort key and the type its cursor value casts to.
-    pub sort_expr: &'static str,
+    pub sort_expr: String,
     pub sort_cast: &'static str,
     pub descending: bool,
     /// Resume after this (sort key as text, id).
@@ -772,6 +780,27 @@ pub async fn observe_account(
         ))
         .await?;
     Ok(())
+}
+
+// ---- custom fields ---------------------------------------------------------------------------
+
+/// Removes the values stored under a deleted opportunity custom field's key from the records
+/// last written before the deletion (a record written since holds a value of a field defined
+/// again under that key). Versions stay: the definition changed, not the record.
+pub async fn remove_custom_key(
+    tx: &TenantTx,
+    key: &str,
+    deleted_at: DateTime<Utc>,
+) -> Result<u64, DbErr> {
+    let r = tx
+        .conn()
+        .execute_raw(stmt(
+            "UPDATE pipeline.opportunities SET custom = custom - $2 \
+             WHERE tenant_id = $1 AND (custom -> $2) IS NOT NULL AND updated_at < $3",
+            [t(tx), key.into(), deleted_at.into()],
+        ))
+        .await?;
+    Ok(r.rows_affected())
 }
 
 // ---- report ----------------------------------------------------------------------------------

@@ -1,9 +1,10 @@
-//! The pipeline schema: pipelines and stages, opportunities, tickets, leads, stage history
-//! and the projection of account names.
+//! The pipeline schema: pipelines and stages, opportunities (with their custom field values),
+//! tickets, leads, stage history and the projection of account names.
 
 use sea_orm_migration::prelude::*;
 
 mod m0001_initial;
+mod m0002_opportunity_custom;
 
 /// Migrates the `pipeline` schema.
 pub struct Migrator;
@@ -15,6 +16,9 @@ impl MigratorTrait for Migrator {
     }
 
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m0001_initial::Migration)]
+        vec![
+            Box::new(m0001_initial::Migration),
+            Box::new(m0002_opportunity_custom::Migration),
+        ]
     }
 }

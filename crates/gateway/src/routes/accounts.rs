@@ -15,11 +15,14 @@ use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{created, if_match, missing, none_if_empty, update_mask, with_etag};
+use super::{
+    created, custom_changes, if_match, missing, none_if_empty, update_mask, visible_custom,
+    with_etag,
+};
 use crate::{
     app::AppState,
     backends::Ctx,
-    dto::{ListParams, StdErrors, json_to_struct, next_cursor, present, struct_to_map, time},
+    dto::{ListParams, StdErrors, json_to_struct, next_cursor, present, time},
     error::{GwResult, Json, OptionalJson, Query},
 };
 
@@ -350,6 +353,7 @@ pub enum CustomFieldType {
 pub enum ObjectType {
     Account,
     Contact,
+    Opportunity,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -600,12 +604,7 @@ impl Redacted {
     }
 
     fn custom(&self, s: Option<prost_types::Struct>) -> Option<Map<String, Value>> {
-        if !self.shows("custom") {
-            return None;
-        }
-        let mut m = s.map(struct_to_map).unwrap_or_default();
-        m.retain(|k, _| self.shows(&format!("custom.{k}")));
-        Some(m)
+        visible_custom(&self.0, s)
     }
 }
 
@@ -740,24 +739,7 @@ impl Mask {
         &mut self,
         v: Option<Option<Map<String, Value>>>,
     ) -> GwResult<Option<prost_types::Struct>> {
-        match v {
-            None => Ok(None),
-            Some(None) => Err(ApiError::invalid(
-                "custom",
-                "must be an object; set a key to null to clear it",
-            )
-            .into()),
-            Some(Some(m)) => {
-                let mut kept = Map::new();
-                for (k, v) in m {
-                    self.0.push(format!("custom.{k}"));
-                    if !v.is_null() {
-                        kept.insert(k, v);
-                    }
-                }
-                Ok(Some(json_to_struct(&kept)))
-            }
-        }
+        custom_changes(&mut self.0, v)
     }
 
     fn finish(self) -> GwResult<prost_types::FieldMask> {
@@ -1293,7 +1275,7 @@ async fn list_custom_fields(
     }))
 }
 
-/// Defines a custom field of accounts or contacts.
+/// Defines a custom field of accounts, contacts or opportunities.
 #[utoipa::path(post, path = "/custom-fields", tag = "custom-fields", security(("bearer" = [])), request_body = CreateCustomFieldRequest,
     params(("Idempotency-Key" = Option<String>, Header, nullable = false, pattern = "^[!-~]{1,255}$",
         description = "1 to 255 visible ASCII characters; the same key and body replay the first response for 24 hours")),

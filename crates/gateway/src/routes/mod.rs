@@ -12,8 +12,12 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use crm_kit::{ApiError, ErrorCode};
+use serde_json::{Map, Value};
 
-use crate::error::{GwError, GwResult};
+use crate::{
+    dto::{json_to_struct, struct_to_map},
+    error::{GwError, GwResult},
+};
 
 /// An empty string as `None`.
 pub(crate) fn none_if_empty(s: String) -> Option<String> {
@@ -38,6 +42,47 @@ pub(crate) fn update_mask<S: Into<String>>(
         return Err(ApiError::invalid("body", "names no field to change").into());
     }
     Ok(prost_types::FieldMask { paths })
+}
+
+/// The custom values of a record's answer: none when the caller's role hides them all
+/// (`custom` is among the redacted fields), else without the keys it hides (`custom.<key>`).
+pub(crate) fn visible_custom(
+    redacted: &[String],
+    custom: Option<prost_types::Struct>,
+) -> Option<Map<String, Value>> {
+    let hidden = |f: &str| redacted.iter().any(|r| r == f);
+    if hidden("custom") {
+        return None;
+    }
+    let mut m = custom.map(struct_to_map).unwrap_or_default();
+    m.retain(|k, _| !hidden(&format!("custom.{k}")));
+    Some(m)
+}
+
+/// The custom values a PATCH body names, one update-mask path per key (`custom.<key>`) added
+/// to `paths`; a null value clears its key, and other keys keep theirs.
+pub(crate) fn custom_changes(
+    paths: &mut Vec<String>,
+    body: Option<Option<Map<String, Value>>>,
+) -> GwResult<Option<prost_types::Struct>> {
+    match body {
+        None => Ok(None),
+        Some(None) => Err(ApiError::invalid(
+            "custom",
+            "must be an object; set a key to null to clear it",
+        )
+        .into()),
+        Some(Some(m)) => {
+            let mut kept = Map::new();
+            for (k, v) in m {
+                paths.push(format!("custom.{k}"));
+                if !v.is_null() {
+                    kept.insert(k, v);
+                }
+            }
+            Ok(Some(json_to_struct(&kept)))
+        }
+    }
 }
 
 /// A strong entity tag for a version.

@@ -13,15 +13,18 @@ use axum::{
 use crm_kit::ApiError;
 use crm_proto::pipeline as pb;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 
-use super::{created, if_match, missing, none_if_empty, update_mask, with_etag};
+use super::{
+    created, custom_changes, if_match, missing, none_if_empty, update_mask, visible_custom,
+    with_etag,
+};
 use crate::{
     app::AppState,
     backends::Ctx,
-    dto::{StdErrors, next_cursor, present, time},
+    dto::{StdErrors, json_to_struct, next_cursor, present, time},
     error::{GwResult, Json, OptionalJson, Query},
 };
 
@@ -126,7 +129,7 @@ pub struct UpdatePipelineRequest {
 }
 
 /// An opportunity (deal). Fields the caller's role hides (e.g. `amountCents` for support
-/// agents) are left out of the object.
+/// agents) are left out of the object (custom values: out of `custom`).
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Opportunity {
@@ -160,6 +163,10 @@ pub struct Opportunity {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<String>, required = false)]
     pub owner_user_id: Option<Option<String>>,
+    /// Custom field values by key (the tenant's opportunity custom fields).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Object, required = false)]
+    pub custom: Option<Map<String, Value>>,
     pub version: i64,
     /// When it entered its stage (RFC 3339 UTC).
     #[schema(required = true, format = DateTime)]
@@ -213,6 +220,10 @@ pub struct CreateOpportunityRequest {
     pub close_date: Option<String>,
     /// Default: the caller.
     pub owner_user_id: Option<String>,
+    /// Values by custom field key, checked against the tenant's opportunity custom fields
+    /// (unknown keys, wrong types and missing required values: 400 naming `custom.<key>`).
+    #[schema(value_type = Option<Object>)]
+    pub custom: Option<Map<String, Value>>,
 }
 
 /// Fields left out keep their value; `null` clears the fields that may be empty. `stage`
@@ -241,6 +252,10 @@ pub struct UpdateOpportunityRequest {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = String, required = false)]
     pub owner_user_id: Option<Option<String>>,
+    /// Sets the keys it names (a null value clears that key); other keys keep their values.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Object, required = false)]
+    pub custom: Option<Option<Map<String, Value>>>,
     /// Refused: use POST /opportunities/{id}/stage.
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<String>, required = false)]
@@ -649,8 +664,10 @@ pub struct OpportunityListParams {
     pub account_id: Option<String>,
     /// Only opportunities of this pipeline (a UUID).
     pub pipeline_id: Option<String>,
-    /// created_at (default), updated_at, name, close_date or amount_cents.
-    #[param(pattern = r"^(created_at|updated_at|name|close_date|amount_cents)$")]
+    /// created_at (default), updated_at, name, close_date, amount_cents or custom.<key>.
+    #[param(
+        pattern = r"^(created_at|updated_at|name|close_date|amount_cents|custom\.[a-z][a-z0-9_]*)$"
+    )]
     pub sort: Option<String>,
     /// Default: desc for created_at and updated_at, asc for the others.
     #[param(value_type = Option<SortOrder>, inline)]
@@ -660,6 +677,11 @@ pub struct OpportunityListParams {
     pub limit: Option<i64>,
     /// Opaque cursor from the previous page's `nextCursor`.
     pub cursor: Option<String>,
+    /// Advanced: an AIP-160 filter over id, name, currency, stage, account_id,
+    /// owner_user_id, pipeline_id, amount_cents, close_date, create_time, update_time and
+    /// custom.<key>, e.g. `custom.region = "emea" AND amount_cents >= 100000`; combined with
+    /// AND with the other parameters.
+    pub filter: Option<String>,
 }
 
 #[derive(Deserialize, IntoParams)]
@@ -740,12 +762,25 @@ fn page_size(limit: Option<i64>) -> GwResult<i32> {
 }
 
 /// `sort` and `order` as a gRPC `order_by`; no sort means created_at, newest first.
-fn order_by(sort: Option<&str>, order: Option<&str>, allowed: &[&str]) -> GwResult<String> {
+/// `custom` allows `custom.<key>` too (records with custom fields).
+fn order_by(
+    sort: Option<&str>,
+    order: Option<&str>,
+    allowed: &[&str],
+    custom: bool,
+) -> GwResult<String> {
     let sort = sort.unwrap_or("created_at");
-    if !allowed.contains(&sort) {
-        return Err(
-            ApiError::invalid("sort", format!("must be one of {}", allowed.join(", "))).into(),
-        );
+    let custom_key = custom
+        && sort
+            .strip_prefix("custom.")
+            .is_some_and(crm_kit::custom::valid_key);
+    if !allowed.contains(&sort) && !custom_key {
+        let or_custom = if custom { " or custom.<key>" } else { "" };
+        return Err(ApiError::invalid(
+            "sort",
+            format!("must be one of {}{or_custom}", allowed.join(", ")),
+        )
+        .into());
     }
     let grpc = match sort {
         "created_at" => "create_time",
@@ -829,7 +864,8 @@ fn pipeline(p: pb::Pipeline) -> Pipeline {
     }
 }
 
-fn opportunity(o: pb::Opportunity) -> Opportunity {
+fn opportunity(mut o: pb::Opportunity) -> Opportunity {
+    let custom = visible_custom(&o.redacted_fields, o.custom.take());
     let r = Redacted(o.redacted_fields);
     Opportunity {
         id: o.id,
@@ -843,6 +879,7 @@ fn opportunity(o: pb::Opportunity) -> Opportunity {
         close_date: r.opt("closeDate", o.close_date),
         lost_reason: r.opt("lostReason", o.lost_reason),
         owner_user_id: r.opt("ownerUserId", o.owner_user_id),
+        custom,
         version: o.version,
         stage_entered_at: time(o.stage_enter_time),
         created_at: time(o.create_time),
@@ -1095,6 +1132,7 @@ async fn list_opportunities(
             "close_date",
             "amount_cents",
         ],
+        true,
     )?;
     let r = s
         .backends
@@ -1110,6 +1148,7 @@ async fn list_opportunities(
                 owner_user_id: q.owner_user_id.unwrap_or_default(),
                 account_id: q.account_id.unwrap_or_default(),
                 pipeline_id: q.pipeline_id.unwrap_or_default(),
+                filter: q.filter.unwrap_or_default(),
             },
         ))
         .await?
@@ -1147,6 +1186,7 @@ async fn create_opportunity(
                 close_date: b.close_date.unwrap_or_default(),
                 owner_user_id: b.owner_user_id.unwrap_or_default(),
                 request_id: String::new(),
+                custom: b.custom.as_ref().map(json_to_struct),
             },
         ))
         .await?
@@ -1215,6 +1255,7 @@ async fn update_opportunity(
         b.owner_user_id,
         &mut req.owner_user_id,
     )?;
+    req.custom = custom_changes(&mut mask.0, b.custom)?;
     req.update_mask = Some(mask.finish()?);
     let o = s
         .backends
@@ -1416,6 +1457,7 @@ async fn list_tickets(
         q.sort.as_deref(),
         q.order.as_deref(),
         &["created_at", "updated_at", "priority"],
+        false,
     )?;
     let r = s
         .backends
@@ -1646,6 +1688,7 @@ async fn list_leads(
         q.sort.as_deref(),
         q.order.as_deref(),
         &["created_at", "updated_at", "last_name"],
+        false,
     )?;
     let r = s
         .backends
@@ -1945,20 +1988,51 @@ mod tests {
     #[test]
     fn sort_and_order_become_order_by() {
         let keys = &["created_at", "updated_at", "name"];
-        assert_eq!(order_by(None, None, keys).unwrap(), "create_time desc");
-        assert_eq!(order_by(Some("name"), None, keys).unwrap(), "name");
         assert_eq!(
-            order_by(Some("name"), Some("desc"), keys).unwrap(),
+            order_by(None, None, keys, false).unwrap(),
+            "create_time desc"
+        );
+        assert_eq!(order_by(Some("name"), None, keys, false).unwrap(), "name");
+        assert_eq!(
+            order_by(Some("name"), Some("desc"), keys, false).unwrap(),
             "name desc"
         );
         assert_eq!(
-            order_by(Some("nope"), None, keys).unwrap_err().0.fields[0].field,
+            order_by(Some("nope"), None, keys, false)
+                .unwrap_err()
+                .0
+                .fields[0]
+                .field,
             "sort"
         );
         assert_eq!(
-            order_by(None, Some("up"), keys).unwrap_err().0.fields[0].field,
+            order_by(None, Some("up"), keys, false)
+                .unwrap_err()
+                .0
+                .fields[0]
+                .field,
             "order"
         );
+        assert_eq!(
+            order_by(Some("custom.tier"), Some("desc"), keys, true).unwrap(),
+            "custom.tier desc"
+        );
+        assert_eq!(
+            order_by(Some("custom.tier"), None, keys, true).unwrap(),
+            "custom.tier"
+        );
+        for bad in ["custom.tier", "custom.", "custom.Tier"] {
+            let custom = bad != "custom.tier";
+            assert_eq!(
+                order_by(Some(bad), None, keys, custom)
+                    .unwrap_err()
+                    .0
+                    .fields[0]
+                    .field,
+                "sort",
+                "{bad}"
+            );
+        }
         assert_eq!(page_size(Some(0)).unwrap_err().0.fields[0].field, "limit");
         assert_eq!(page_size(Some(500)).unwrap_err().0.fields[0].field, "limit");
         assert_eq!(page_size(None).unwrap(), 0);

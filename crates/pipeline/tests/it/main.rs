@@ -2,6 +2,7 @@
 //! accounts-contacts and identity over gRPC, against the local PostgreSQL, Redis and RabbitMQ.
 
 mod access;
+mod custom;
 mod helpers;
 mod leads;
 mod records;

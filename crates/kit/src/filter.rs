@@ -4,10 +4,12 @@
 //! (has: text contains, list contains), joined by `AND`, `OR`, `NOT` (or `-`) and
 //! parentheses; values are "strings", numbers, `true`, `false` and `null`.
 
-use crm_kit::{ApiError, ApiResult};
 use sea_orm::Value as SqlValue;
 
-use crate::custom::{Definition, FieldType};
+use crate::{
+    ApiError, ApiResult,
+    custom::{Definition, FieldType},
+};
 
 /// Longest filter accepted.
 pub const MAX_LEN: usize = 2_000;
@@ -306,6 +308,10 @@ pub enum Kind {
     Text,
     Uuid,
     Time,
+    /// A calendar date, compared with "YYYY-MM-DD".
+    Date,
+    /// A whole number.
+    Integer,
 }
 
 /// One field a filter may name.
@@ -369,7 +375,7 @@ impl Schema<'_> {
 /// The refusal of a field the caller's role hides, naming the parameter.
 pub fn hidden(param: &str, name: &str) -> ApiError {
     ApiError::permission_denied(format!("{param}: your role may not see {name}")).with_fields(vec![
-        crm_kit::error::FieldViolation {
+        crate::error::FieldViolation {
             field: param.to_owned(),
             message: format!("your role may not see {name}"),
         },
@@ -470,6 +476,33 @@ fn compare(
                         return Err(bad(format!("{name} does not support :")));
                     }
                     let p = push(params, t);
+                    Ok(format!("({col} {} {p})", op.sql()))
+                }
+                Kind::Date => {
+                    let s = text_of(name, value)?;
+                    let d = chrono::NaiveDate::parse_from_str(&s, "%Y-%m-%d")
+                        .map_err(|_| bad(format!("{name} compares with a date (YYYY-MM-DD)")))?;
+                    if op == Op::Has {
+                        return Err(bad(format!("{name} does not support :")));
+                    }
+                    let p = push(params, d);
+                    if op == Op::Ne {
+                        return Ok(format!("({col} IS DISTINCT FROM {p})"));
+                    }
+                    Ok(format!("({col} {} {p})", op.sql()))
+                }
+                Kind::Integer => {
+                    let n = match value {
+                        Lit::Num(n) if n.fract() == 0.0 && n.abs() < 9.0e15 => *n as i64,
+                        _ => return Err(bad(format!("{name} compares with a whole number"))),
+                    };
+                    if op == Op::Has {
+                        return Err(bad(format!("{name} does not support :")));
+                    }
+                    let p = push(params, n);
+                    if op == Op::Ne {
+                        return Ok(format!("({col} IS DISTINCT FROM {p})"));
+                    }
                     Ok(format!("({col} {} {p})", op.sql()))
                 }
             }
@@ -586,6 +619,18 @@ mod tests {
             column: "created_at",
             kind: Kind::Time,
         },
+        Field {
+            name: "close_date",
+            rest: "closeDate",
+            column: "close_date",
+            kind: Kind::Date,
+        },
+        Field {
+            name: "amount_cents",
+            rest: "amountCents",
+            column: "amount_cents",
+            kind: Kind::Integer,
+        },
     ];
 
     fn compile_str(s: &str, hidden: &(dyn Fn(&str) -> bool + Sync)) -> ApiResult<(String, usize)> {
@@ -633,6 +678,14 @@ mod tests {
         assert_eq!(n, 3);
         assert!(!sql.contains("O'Brien"), "values are parameters: {sql}");
         assert!(sql.contains("t.created_at >= $2"), "{sql}");
+        let (sql, n) = compile_str(
+            r#"close_date < "2027-01-01" AND amount_cents >= 100000 AND amount_cents != 5"#,
+            &none,
+        )
+        .unwrap();
+        assert_eq!(n, 3);
+        assert!(sql.contains("t.close_date < $1"), "{sql}");
+        assert!(sql.contains("t.amount_cents IS DISTINCT FROM $3"), "{sql}");
     }
 
     #[test]
@@ -651,13 +704,18 @@ mod tests {
             "last_name = 3",
             "last_name = \"unterminated",
             "last_name ~ \"a\"",
+            "close_date > \"yesterday\"",
+            "close_date : \"2027-01-01\"",
+            "amount_cents = 1.5",
+            "amount_cents = \"100\"",
+            "amount_cents : 3",
         ] {
             let e = compile_str(bad, &none).unwrap_err();
             assert_eq!(e.fields[0].field, "filter", "{bad}");
         }
         let hidden = |f: &str| f == "email";
         let e = compile_str("email = \"a@b.c\"", &hidden).unwrap_err();
-        assert_eq!(e.code, crm_kit::ErrorCode::PermissionDenied);
+        assert_eq!(e.code, crate::ErrorCode::PermissionDenied);
         assert_eq!(e.fields[0].field, "filter");
         assert!(parse(&"a = 1 AND ".repeat(60)).is_err());
         assert!(parse(&format!("{}a = 1{}", "(".repeat(40), ")".repeat(40))).is_err());
