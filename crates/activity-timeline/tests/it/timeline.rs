@@ -143,9 +143,10 @@ async fn a_stage_move_shows_before_and_after_on_the_opportunity_and_its_account(
     assert_eq!(moved.status(), 200, "stage move");
     let path = format!("/opportunities/{opp}/timeline");
     let entries = st
-        .timeline_until(&admin, &path, "the stage move", |e| {
-            e.iter()
-                .any(|e| e["eventType"] == "opportunity.stage_changed")
+        .timeline_until(&admin, &path, "the creation and the stage move", |e| {
+            ["opportunity.created", "opportunity.stage_changed"]
+                .iter()
+                .all(|t| e.iter().any(|e| e["eventType"] == *t))
         })
         .await;
     assert_eq!(
