@@ -1,9 +1,9 @@
 //! The pipeline report of one owner (`ownerUserId`, or a role scoped to its own or its team's
 //! records) reads its rows from an index that leads with the owner.
 //!
-//! `opportunities_report` leads with the close date, so an owner's report walked every row
-//! of the range, or the owner index and the heap: 175 ms against about 60 ms through this
-//! index for one owner of eight over 500,000 opportunities (docs/benchmarks.md, `pipeline`).
+//! `opportunities_report` leads with the close date, so an owner's report read the owner
+//! index and then nearly every heap page: for one owner of eight over 500,000 opportunities,
+//! 106 ms against 42 ms through this index (docs/benchmarks.md, `pipeline`).
 
 use sea_orm_migration::prelude::*;
 
