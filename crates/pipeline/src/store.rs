@@ -840,12 +840,16 @@ pub fn report_statement(
     if let Some(c) = reach_sql(Kind::Opportunity, reach, &mut params) {
         conds.push(c);
     }
+    // Rows group by the month's first day as a plain timestamp, and only the few groups are
+    // formatted: `to_char` and a time-zone-aware truncation on every row cost about a quarter
+    // of a report over half a million opportunities.
     stmt(
         &format!(
-            "SELECT t.stage, coalesce(t.currency, '') AS currency, to_char(t.close_date, 'YYYY-MM') AS month, count(*) AS n, \
-             coalesce(sum(t.amount_cents), 0)::bigint AS amount, \
+            "SELECT stage, currency, to_char(m, 'YYYY-MM') AS month, n, amount, days FROM ( \
+             SELECT t.stage, coalesce(t.currency, '') AS currency, date_trunc('month', t.close_date::timestamp) AS m, \
+             count(*) AS n, coalesce(sum(t.amount_cents), 0)::bigint AS amount, \
              coalesce(sum(t.close_date - (t.created_at AT TIME ZONE 'UTC')::date), 0)::bigint AS days \
-             FROM pipeline.opportunities t WHERE {} GROUP BY 1, 2, 3",
+             FROM pipeline.opportunities t WHERE {} GROUP BY 1, 2, 3) g",
             conds.join(" AND ")
         ),
         params,

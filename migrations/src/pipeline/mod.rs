@@ -5,6 +5,7 @@ use sea_orm_migration::prelude::*;
 
 mod m0001_initial;
 mod m0002_opportunity_custom;
+mod m0003_report_owner;
 
 /// Migrates the `pipeline` schema.
 pub struct Migrator;
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m0001_initial::Migration),
             Box::new(m0002_opportunity_custom::Migration),
+            Box::new(m0003_report_owner::Migration),
         ]
     }
 }
