@@ -12,7 +12,7 @@ use crm_kit::{
     error::{FieldViolation, Violations},
     idempotency,
     paging::{PageTokens, page_size},
-    rpc::{etag, fingerprint, parse_etag, path_id, ts},
+    rpc::{etag, fingerprint, map_to_struct, parse_etag, path_id, ts},
 };
 use crm_proto::{
     identity as idpb,
@@ -117,27 +117,6 @@ fn body_of(raw: &str, v: &mut Violations) -> Option<String> {
     );
     let s = raw.trim();
     (!s.is_empty()).then(|| s.to_owned())
-}
-
-fn json_to_pb(v: &Json) -> prost_types::Value {
-    use prost_types::value::Kind as K;
-    let kind = match v {
-        Json::Null => K::NullValue(0),
-        Json::Bool(b) => K::BoolValue(*b),
-        Json::Number(n) => K::NumberValue(n.as_f64().unwrap_or(0.0)),
-        Json::String(s) => K::StringValue(s.clone()),
-        Json::Array(a) => K::ListValue(prost_types::ListValue {
-            values: a.iter().map(json_to_pb).collect(),
-        }),
-        Json::Object(m) => K::StructValue(map_to_struct(m)),
-    };
-    prost_types::Value { kind: Some(kind) }
-}
-
-fn map_to_struct(m: &Map<String, Json>) -> prost_types::Struct {
-    prost_types::Struct {
-        fields: m.iter().map(|(k, v)| (k.clone(), json_to_pb(v))).collect(),
-    }
 }
 
 /// A record state as the caller may see it: fields the role hides are left out.

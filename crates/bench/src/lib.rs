@@ -2,6 +2,8 @@
 //! verification, logins over gRPC, and the outbox relay. Each binary in `src/bin` makes
 //! its own scratch database and bus prefix with [`Scratch`] and prints a markdown table.
 
+pub mod names;
+
 use std::{sync::Mutex, time::Duration};
 
 use anyhow::Context as _;

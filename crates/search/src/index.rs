@@ -13,7 +13,10 @@ use crate::{kinds::Kind, score::Query};
 pub const SCHEMA: &str = "search";
 
 /// Candidates read per query before scoring.
-const CANDIDATES: u64 = 500;
+const CANDIDATES: u64 = 300;
+
+/// Keys `search.candidates` narrows a query to, before the caller's visible fields decide.
+const NARROWED: i32 = 600;
 
 /// Word similarity (pg_trgm) a candidate needs when nothing else matches.
 const FUZZY_THRESHOLD: &str = "0.3";
@@ -35,6 +38,44 @@ pub struct Observation {
     pub deleted: Option<bool>,
     /// Set by a rebuild: marks the document as seen by it.
     pub reindex_gen: Option<Uuid>,
+}
+
+/// What the index stores of one record, besides its keys and version.
+#[derive(Debug)]
+pub struct Document {
+    /// Each searchable field, for display.
+    pub fields: Map<String, Value>,
+    /// The same, folded for matching.
+    pub folded: Map<String, Value>,
+    pub owner: Option<Uuid>,
+    pub title: String,
+    /// Every folded field, for the trigram and text search indexes.
+    pub trgm_text: String,
+}
+
+impl Document {
+    /// The document of a record (REST field names).
+    pub fn of(kind: &Kind, record: &Map<String, Value>) -> Self {
+        let fields = kind.fields_of(record);
+        let folded = Kind::folded(&fields);
+        let trgm_text = folded
+            .values()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(" ");
+        let title = fields
+            .get(kind.title)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        Self {
+            owner: kind.owner_of(record),
+            fields,
+            folded,
+            title,
+            trgm_text,
+        }
+    }
 }
 
 /// Applies an observation inside `tx`; older versions only fill fields not known yet.
@@ -80,28 +121,16 @@ pub async fn apply(tx: &TenantTx, obs: Observation) -> Result<(), DbErr> {
     } else {
         return Ok(());
     };
-    let fields = obs.kind.fields_of(&record);
-    let folded = Kind::folded(&fields);
-    let owner = obs.kind.owner_of(&record);
-    let trgm_text = folded
-        .values()
-        .filter_map(Value::as_str)
-        .collect::<Vec<_>>()
-        .join(" ");
-    let title = fields
-        .get(obs.kind.title)
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_owned();
+    let doc = Document::of(obs.kind, &record);
     let mut values = key();
     values.extend([
         new_version.into(),
-        owner.into(),
+        doc.owner.into(),
         Value::Object(record).into(),
-        Value::Object(fields).into(),
-        title.into(),
-        Value::Object(folded).into(),
-        trgm_text.into(),
+        Value::Object(doc.fields).into(),
+        doc.title.into(),
+        Value::Object(doc.folded).into(),
+        doc.trgm_text.into(),
         deleted.into(),
         obs.reindex_gen.into(),
     ]);
@@ -175,7 +204,28 @@ pub async fn candidates(
             vec![FUZZY_THRESHOLD.into()],
         ))
         .await?;
-    let mut params: Vec<SqlValue> = vec![tx.tenant().uuid().into(), q.text.clone().into()];
+    // The owners each restricted type is limited to, for `search.candidates`.
+    let types: Vec<String> = scopes.iter().map(|s| s.kind.name.to_owned()).collect();
+    let owners: Map<String, Value> = scopes
+        .iter()
+        .filter_map(|s| match &s.reach {
+            Reach::All => None,
+            Reach::Owners(ids) => Some((
+                s.kind.name.to_owned(),
+                ids.iter().map(|id| Value::String(id.to_string())).collect(),
+            )),
+        })
+        .collect();
+    let mut params: Vec<SqlValue> = vec![
+        tx.tenant().uuid().into(),
+        q.text.clone().into(),
+        types.into(),
+        Value::Object(owners).into(),
+        q.like().into(),
+        q.prefix_tsquery().into(),
+        q.digits_like().into(),
+        NARROWED.into(),
+    ];
     let mut p = |v: SqlValue| {
         params.push(v);
         format!("${}", params.len())
@@ -193,38 +243,33 @@ pub async fn candidates(
             }
         }
     }
-    let like = p(q.like().into());
-    let tsq = q.prefix_tsquery().map(|t| p(t.into()));
-    let digits = q.digits_like().map(|d| p(d.into()));
     let vis = visible_text(scopes);
-    // The same test twice: over every indexed field (the GIN indexes narrow the rows), then
-    // over the caller's visible fields only.
-    let matches = |text: &str, tsv: &str, fuzzy: &str| {
-        let mut m = vec![format!("{text} LIKE {like}"), fuzzy.to_owned()];
-        if let Some(t) = &tsq {
-            m.push(format!("{tsv} @@ to_tsquery('simple', {t})"));
-        }
-        if let Some(d) = &digits {
-            m.push(format!("{text} LIKE {d}"));
-        }
-        format!("({})", m.join(" OR "))
-    };
-    let indexed = matches("d.trgm_text", "d.tsv", "$2 <% d.trgm_text");
-    let visible = matches(
-        &vis,
-        &format!("to_tsvector('simple', {vis})"),
-        &format!("word_similarity($2, {vis}) >= {FUZZY_THRESHOLD}"),
-    );
-    let prefix_first = match &tsq {
-        Some(t) => format!("(to_tsvector('simple', {vis}) @@ to_tsquery('simple', {t})) DESC, "),
-        None => String::new(),
-    };
+    // `search.candidates` narrows the rows through the GIN indexes, over every indexed field
+    // and within the caller's reach; the same test then runs over the caller's visible fields
+    // only, so a hidden field never makes a record match.
+    let mut visible = vec![
+        format!("{vis} LIKE $5"),
+        format!("word_similarity($2, {vis}) >= {FUZZY_THRESHOLD}"),
+    ];
+    let mut prefix_first = String::new();
+    if q.prefix_tsquery().is_some() {
+        let prefix = format!("to_tsvector('simple', {vis}) @@ to_tsquery('simple', $6)");
+        prefix_first = format!("({prefix}) DESC, ");
+        visible.push(prefix);
+    }
+    if q.digits_like().is_some() {
+        visible.push(format!("{vis} LIKE $7"));
+    }
     let sql = format!(
-        "SELECT d.entity_type, d.entity_id, d.fields, d.folded FROM search.documents d \
-         WHERE d.tenant_id = $1 AND NOT d.deleted AND ({reach}) AND {indexed} AND {visible} \
+        "SELECT d.entity_type, d.entity_id, d.fields, d.folded \
+         FROM search.candidates($3, $4, $2, $5, $6, $7, $8) c \
+         JOIN search.documents d ON d.tenant_id = $1 AND d.entity_type = c.entity_type \
+           AND d.entity_id = c.entity_id \
+         WHERE NOT d.deleted AND ({reach}) AND ({visible}) \
          ORDER BY {prefix_first}word_similarity($2, {vis}) DESC, d.entity_id \
          LIMIT {CANDIDATES}",
         reach = reach.join(" OR "),
+        visible = visible.join(" OR "),
     );
     let rows = tx.conn().query_all_raw(stmt(&sql, params)).await?;
     let mut out = Vec::with_capacity(rows.len());

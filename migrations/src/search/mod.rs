@@ -3,6 +3,7 @@
 use sea_orm_migration::prelude::*;
 
 mod m0001_initial;
+mod m0002_candidates;
 
 /// Migrates the `search` schema.
 pub struct Migrator;
@@ -14,6 +15,9 @@ impl MigratorTrait for Migrator {
     }
 
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m0001_initial::Migration)]
+        vec![
+            Box::new(m0001_initial::Migration),
+            Box::new(m0002_candidates::Migration),
+        ]
     }
 }
