@@ -233,6 +233,30 @@ async fn another_tenants_records_never_appear() {
         let hits = st.search(&a, &format!("q={q}")).await;
         assert!(!ids(&hits).contains(&theirs.as_str()), "{q}: {hits:?}");
     }
+    // The candidate lookup runs past row-level security (as the schema owner); it still
+    // reaches only the transaction's tenant, and nothing without one.
+    let candidates = "SELECT entity_id::text AS id FROM search.candidates(ARRAY['contact'], \
+                      '{}'::jsonb, 'ophelia', '%ophelia%', 'ophelia:*', NULL, 100)";
+    let stmt = || Statement::from_string(DbBackend::Postgres, candidates);
+    let tenant: crm_kit::TenantId = a.tenant_id.parse().expect("tenant id");
+    let tx = st.db.tenant_tx(tenant).await.expect("tenant tx");
+    let found: Vec<String> = tx
+        .conn()
+        .query_all_raw(stmt())
+        .await
+        .expect("candidates")
+        .iter()
+        .map(|r| r.try_get("", "id").expect("id"))
+        .collect();
+    tx.rollback().await.expect("rollback");
+    assert_eq!(found, [mine.clone()], "as tenant a");
+    let none = st
+        .db
+        .conn()
+        .query_all_raw(stmt())
+        .await
+        .expect("candidates without a tenant");
+    assert!(none.is_empty(), "without a tenant: {} rows", none.len());
 }
 
 #[tokio::test]
