@@ -249,7 +249,7 @@ async fn another_tenants_records_never_appear() {
         .map(|r| r.try_get("", "id").expect("id"))
         .collect();
     tx.rollback().await.expect("rollback");
-    assert_eq!(found, [mine.clone()], "as tenant a");
+    assert_eq!(found, [mine.as_str()], "as tenant a");
     let none = st
         .db
         .conn()
