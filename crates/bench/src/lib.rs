@@ -3,6 +3,7 @@
 //! its own scratch database and bus prefix with [`Scratch`] and prints a markdown table.
 
 pub mod names;
+pub mod stack;
 
 use std::{sync::Mutex, time::Duration};
 

@@ -4,16 +4,16 @@
 //!
 //! `cargo run -p crm-bench --release --bin pipeline`
 
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use chrono::{Datelike, NaiveDate, Utc};
 use clap::Parser;
-use crm_bench::{Samples, Scratch, Summary, machine_line, ms, ratio};
-use crm_kit::{Cache, Config, Db, TenantId, access::Reach};
+use crm_bench::{
+    Samples, Scratch, Summary, machine_line, ms, ratio,
+    stack::{Services, Stack},
+};
+use crm_kit::{Db, TenantId, access::Reach};
 use crm_pipeline::{
     rules::{self, StageKind},
     service,
@@ -24,9 +24,10 @@ use serde_json::{Value as Json, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+/// The services' own default pool size (CRM_DB_MAX_CONNECTIONS).
+const DEFAULT_POOL: u32 = 10;
 const PASSWORD: &str = "correct horse battery staple";
 /// Far above anything the run can reach, so the limits count but never refuse.
-const NO_LIMIT: &str = "10000000";
 /// What the seeded opportunities are about; their names are one of these and a number.
 const DEAL_KINDS: &str = "'New business','Renewal','Expansion','Upsell','Pilot','Services','Support contract','Migration'";
 const LOST_REASONS: &str =
@@ -158,77 +159,9 @@ async fn run(scratch: &Scratch, args: &Args, cancel: &CancellationToken) -> anyh
     scratch.migrate().await?;
     // The pipeline service runs without a bus, as the accounts benchmark runs its service:
     // the outbox still records every event (both paths write it), nothing relays it.
-    let mut env: HashMap<String, String> = HashMap::from([
-        ("DATABASE_URL".into(), scratch.runtime_url.clone()),
-        ("CRM_DATABASE_ADMIN_URL".into(), scratch.admin_url.clone()),
-        ("REDIS_URL".into(), scratch.redis_url.clone()),
-        ("CRM_IDENTITY_GRPC_PORT".into(), "0".into()),
-        ("CRM_IDENTITY_HTTP_PORT".into(), "0".into()),
-        ("CRM_ACCOUNTS_CONTACTS_GRPC_PORT".into(), "0".into()),
-        ("CRM_ACCOUNTS_CONTACTS_HTTP_PORT".into(), "0".into()),
-        ("CRM_PIPELINE_GRPC_PORT".into(), "0".into()),
-        ("CRM_PIPELINE_HTTP_PORT".into(), "0".into()),
-        ("CRM_GATEWAY_HTTP_PORT".into(), "0".into()),
-        ("CRM_RATE_LIMIT_PER_TENANT".into(), NO_LIMIT.into()),
-        ("CRM_RATE_LIMIT_PER_CLIENT".into(), NO_LIMIT.into()),
-        ("CRM_RATE_LIMIT_ANONYMOUS".into(), NO_LIMIT.into()),
-    ]);
-    let config = Config::from_map(&env)?;
-    let db = scratch.runtime_db(config.db_max_connections).await?;
-    let cache = Cache::connect(&scratch.redis_url)
-        .await
-        .context("connecting to Redis: is it running?")?;
-    let identity = crm_identity::Application::build(
-        &config,
-        crm_identity::Deps {
-            db: db.clone(),
-            cache: cache.clone(),
-            bus: None,
-        },
-    )
-    .await
-    .context("building the identity service")?;
-    env.insert(
-        "CRM_IDENTITY_URL".into(),
-        format!("http://{}", identity.grpc_addr()?),
-    );
-    tokio::spawn(identity.run_until_stopped(cancel.clone()));
-    let config = Config::from_map(&env)?;
-    let accounts = crm_accounts_contacts::Application::build(
-        &config,
-        crm_accounts_contacts::Deps {
-            db: db.clone(),
-            bus: None,
-        },
-    )
-    .await
-    .context("building the accounts-contacts service")?;
-    env.insert(
-        "CRM_ACCOUNTS_CONTACTS_URL".into(),
-        format!("http://{}", accounts.grpc_addr()?),
-    );
-    tokio::spawn(accounts.run_until_stopped(cancel.clone()));
-    let pipeline = crm_pipeline::Application::build(
-        &config,
-        &crm_pipeline::Settings::from_map(&env)?,
-        crm_pipeline::Deps {
-            db: db.clone(),
-            bus: None,
-        },
-    )
-    .await
-    .context("building the pipeline service")?;
-    env.insert(
-        "CRM_PIPELINE_URL".into(),
-        format!("http://{}", pipeline.grpc_addr()?),
-    );
-    tokio::spawn(pipeline.run_until_stopped(cancel.clone()));
-    let gw_settings = crm_gateway::GatewaySettings::from_map(&env, &config.identity_url)?;
-    let gateway = crm_gateway::Application::build(&config, gw_settings, cache)
-        .await
-        .context("building the gateway")?;
-    let base = format!("http://{}/api/v1", gateway.addr()?);
-    tokio::spawn(gateway.run_until_stopped(cancel.clone()));
+    let Stack { base, db } = scratch
+        .stack(Services::default(), DEFAULT_POOL, cancel)
+        .await?;
 
     let http = reqwest::Client::builder()
         .tcp_nodelay(true)

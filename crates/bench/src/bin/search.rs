@@ -10,7 +10,6 @@
 //! `cargo run -p crm-bench --release --bin search`
 
 use std::{
-    collections::HashMap,
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -21,8 +20,9 @@ use crm_bench::{
     Samples, Scratch, Summary, machine_line, ms,
     names::{CULTURES, FREE_MAIL, INDUSTRIES, SECTORS, STEMS, SUFFIXES, TITLES, TLDS, list},
     ratio,
+    stack::{Services, Stack},
 };
-use crm_kit::{Cache, Config, Db, TenantId, access::Reach};
+use crm_kit::{Db, TenantId, access::Reach};
 use crm_search::{
     index::{self, Document, Scope},
     kinds::{self, KINDS, Kind},
@@ -35,7 +35,6 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 const PASSWORD: &str = "correct horse battery staple";
-const NO_LIMIT: &str = "10000000";
 /// Rows per bulk insert.
 const BATCH: usize = 5_000;
 
@@ -75,107 +74,6 @@ async fn main() -> anyhow::Result<()> {
     let result = run(&scratch, &args).await;
     scratch.cleanup().await;
     result
-}
-
-/// The services of one in-process stack, and what the run needs of them.
-struct Stack {
-    base: String,
-    db: Db,
-    cancel: CancellationToken,
-}
-
-async fn stack(scratch: &Scratch) -> anyhow::Result<Stack> {
-    let queue = scratch.queue("search");
-    for q in [
-        format!("{queue}.dlq"),
-        format!("{queue}.retry.1"),
-        format!("{queue}.retry.2"),
-        format!("{queue}.retry.3"),
-    ] {
-        let name = q.trim_start_matches(&scratch.bus.prefix).to_owned();
-        scratch.queue(&name);
-    }
-    let db = scratch.runtime_db(20).await?;
-    let mut env: HashMap<String, String> = HashMap::from([
-        ("DATABASE_URL".into(), scratch.runtime_url.clone()),
-        ("CRM_DATABASE_ADMIN_URL".into(), scratch.admin_url.clone()),
-        ("REDIS_URL".into(), scratch.redis_url.clone()),
-        ("CRM_IDENTITY_GRPC_PORT".into(), "0".into()),
-        ("CRM_IDENTITY_HTTP_PORT".into(), "0".into()),
-        ("CRM_ACCOUNTS_CONTACTS_GRPC_PORT".into(), "0".into()),
-        ("CRM_ACCOUNTS_CONTACTS_HTTP_PORT".into(), "0".into()),
-        ("CRM_PIPELINE_GRPC_PORT".into(), "0".into()),
-        ("CRM_PIPELINE_HTTP_PORT".into(), "0".into()),
-        ("CRM_SEARCH_GRPC_PORT".into(), "0".into()),
-        ("CRM_SEARCH_HTTP_PORT".into(), "0".into()),
-        ("CRM_GATEWAY_HTTP_PORT".into(), "0".into()),
-        ("CRM_RATE_LIMIT_PER_TENANT".into(), NO_LIMIT.into()),
-        ("CRM_RATE_LIMIT_PER_CLIENT".into(), NO_LIMIT.into()),
-    ]);
-    let config = Config::from_map(&env)?;
-    let cache = Cache::connect(&scratch.redis_url).await?;
-    let cancel = CancellationToken::new();
-    let identity = crm_identity::Application::build(
-        &config,
-        crm_identity::Deps {
-            db: db.clone(),
-            cache: cache.clone(),
-            bus: None,
-        },
-    )
-    .await?;
-    env.insert(
-        "CRM_IDENTITY_URL".into(),
-        format!("http://{}", identity.grpc_addr()?),
-    );
-    tokio::spawn(identity.run_until_stopped(cancel.clone()));
-    let config = Config::from_map(&env)?;
-    let accounts = crm_accounts_contacts::Application::build(
-        &config,
-        crm_accounts_contacts::Deps {
-            db: db.clone(),
-            bus: Some(scratch.bus.clone()),
-        },
-    )
-    .await?;
-    env.insert(
-        "CRM_ACCOUNTS_CONTACTS_URL".into(),
-        format!("http://{}", accounts.grpc_addr()?),
-    );
-    tokio::spawn(accounts.run_until_stopped(cancel.clone()));
-    let pipeline = crm_pipeline::Application::build(
-        &config,
-        &crm_pipeline::Settings::from_map(&env)?,
-        crm_pipeline::Deps {
-            db: db.clone(),
-            bus: None,
-        },
-    )
-    .await?;
-    env.insert(
-        "CRM_PIPELINE_URL".into(),
-        format!("http://{}", pipeline.grpc_addr()?),
-    );
-    tokio::spawn(pipeline.run_until_stopped(cancel.clone()));
-    let search = crm_search::Application::build(
-        &config,
-        &crm_search::app::Settings::from_map(&env)?,
-        crm_search::Deps {
-            db: db.clone(),
-            bus: Some(scratch.bus.clone()),
-        },
-    )
-    .await?;
-    env.insert(
-        "CRM_SEARCH_URL".into(),
-        format!("http://{}", search.grpc_addr()?),
-    );
-    tokio::spawn(search.run_until_stopped(cancel.clone()));
-    let gw_settings = crm_gateway::GatewaySettings::from_map(&env, &config.identity_url)?;
-    let gateway = crm_gateway::Application::build(&config, gw_settings, cache).await?;
-    let base = format!("http://{}/api/v1", gateway.addr()?);
-    tokio::spawn(gateway.run_until_stopped(cancel.clone()));
-    Ok(Stack { base, db, cancel })
 }
 
 // ---- records -------------------------------------------------------------------------------
@@ -559,7 +457,13 @@ fn median_by_p95(mut rounds: Vec<Summary>) -> Summary {
 
 async fn run(scratch: &Scratch, args: &Args) -> anyhow::Result<()> {
     scratch.migrate().await?;
-    let Stack { base, db, cancel } = stack(scratch).await?;
+    let cancel = CancellationToken::new();
+    let with = Services {
+        accounts_events: true,
+        search: true,
+        ..Services::default()
+    };
+    let Stack { base, db } = scratch.stack(with, 20, &cancel).await?;
     let http = reqwest::Client::new();
     let slug = format!("b-{}", &Uuid::new_v4().simple().to_string()[..12]);
     let signed: Json = http

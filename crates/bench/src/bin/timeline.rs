@@ -5,23 +5,22 @@
 //!
 //! `cargo run -p crm-bench --release --bin timeline`
 
-use std::{
-    collections::HashMap,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
-use crm_bench::{Samples, Scratch, machine_line, ms, rate, ratio};
+use crm_bench::{
+    Samples, Scratch, machine_line, ms, rate, ratio,
+    stack::{Services, Stack},
+};
 use crm_bus::Event;
-use crm_kit::{Cache, Config, TenantId, access::Reach};
+use crm_kit::{TenantId, access::Reach};
 use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 const PASSWORD: &str = "correct horse battery staple";
-const NO_LIMIT: &str = "10000000";
 
 #[derive(Parser, Debug)]
 #[command(about = "Event-to-timeline lag, and timeline pages through the gateway beside SQL")]
@@ -59,101 +58,14 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(scratch: &Scratch, args: &Args) -> anyhow::Result<()> {
     scratch.migrate().await?;
-    // The timeline consumer's queues, removed with the scratch run.
-    let queue = scratch.queue("activity-timeline");
-    for q in [
-        format!("{queue}.dlq"),
-        format!("{queue}.retry.1"),
-        format!("{queue}.retry.2"),
-        format!("{queue}.retry.3"),
-    ] {
-        let name = q.trim_start_matches(&scratch.bus.prefix).to_owned();
-        scratch.queue(&name);
-    }
-    let db = scratch.runtime_db(20).await?;
-    let mut env: HashMap<String, String> = HashMap::from([
-        ("DATABASE_URL".into(), scratch.runtime_url.clone()),
-        ("CRM_DATABASE_ADMIN_URL".into(), scratch.admin_url.clone()),
-        ("REDIS_URL".into(), scratch.redis_url.clone()),
-        ("CRM_IDENTITY_GRPC_PORT".into(), "0".into()),
-        ("CRM_IDENTITY_HTTP_PORT".into(), "0".into()),
-        ("CRM_ACCOUNTS_CONTACTS_GRPC_PORT".into(), "0".into()),
-        ("CRM_ACCOUNTS_CONTACTS_HTTP_PORT".into(), "0".into()),
-        ("CRM_PIPELINE_GRPC_PORT".into(), "0".into()),
-        ("CRM_PIPELINE_HTTP_PORT".into(), "0".into()),
-        ("CRM_ACTIVITY_TIMELINE_GRPC_PORT".into(), "0".into()),
-        ("CRM_ACTIVITY_TIMELINE_HTTP_PORT".into(), "0".into()),
-        ("CRM_GATEWAY_HTTP_PORT".into(), "0".into()),
-        ("CRM_RATE_LIMIT_PER_TENANT".into(), NO_LIMIT.into()),
-        ("CRM_RATE_LIMIT_PER_CLIENT".into(), NO_LIMIT.into()),
-    ]);
-    let config = Config::from_map(&env)?;
-    let cache = Cache::connect(&scratch.redis_url).await?;
     let cancel = CancellationToken::new();
-    let identity = crm_identity::Application::build(
-        &config,
-        crm_identity::Deps {
-            db: db.clone(),
-            cache: cache.clone(),
-            bus: None,
-        },
-    )
-    .await?;
-    env.insert(
-        "CRM_IDENTITY_URL".into(),
-        format!("http://{}", identity.grpc_addr()?),
-    );
-    tokio::spawn(identity.run_until_stopped(cancel.clone()));
-    let config = Config::from_map(&env)?;
     // Timeline reads ask pipeline whether the caller may read the record; pipeline checks
     // accounts against accounts-contacts.
-    let accounts = crm_accounts_contacts::Application::build(
-        &config,
-        crm_accounts_contacts::Deps {
-            db: db.clone(),
-            bus: None,
-        },
-    )
-    .await?;
-    env.insert(
-        "CRM_ACCOUNTS_CONTACTS_URL".into(),
-        format!("http://{}", accounts.grpc_addr()?),
-    );
-    tokio::spawn(accounts.run_until_stopped(cancel.clone()));
-    let pipeline = crm_pipeline::Application::build(
-        &config,
-        &crm_pipeline::Settings::from_map(&env)?,
-        crm_pipeline::Deps {
-            db: db.clone(),
-            bus: None,
-        },
-    )
-    .await?;
-    env.insert(
-        "CRM_PIPELINE_URL".into(),
-        format!("http://{}", pipeline.grpc_addr()?),
-    );
-    tokio::spawn(pipeline.run_until_stopped(cancel.clone()));
-    let settings = crm_activity_timeline::Settings::from_map(&env)?;
-    let timeline = crm_activity_timeline::Application::build(
-        &config,
-        &settings,
-        crm_activity_timeline::Deps {
-            db: db.clone(),
-            bus: Some(scratch.bus.clone()),
-        },
-    )
-    .await?;
-    env.insert(
-        "CRM_ACTIVITY_TIMELINE_URL".into(),
-        format!("http://{}", timeline.grpc_addr()?),
-    );
-    tokio::spawn(timeline.run_until_stopped(cancel.clone()));
-    let gw_settings = crm_gateway::GatewaySettings::from_map(&env, &config.identity_url)?;
-    let gateway = crm_gateway::Application::build(&config, gw_settings, cache).await?;
-    let base = format!("http://{}/api/v1", gateway.addr()?);
-    tokio::spawn(gateway.run_until_stopped(cancel.clone()));
-
+    let with = Services {
+        timeline: true,
+        ..Services::default()
+    };
+    let Stack { base, db } = scratch.stack(with, 20, &cancel).await?;
     let http = reqwest::Client::new();
     let slug = format!("b-{}", &Uuid::new_v4().simple().to_string()[..12]);
     let signed: Value = http
