@@ -6,8 +6,10 @@
 use std::collections::HashMap;
 
 use anyhow::Context as _;
-use crm_kit::{Cache, Config, Db};
+use crm_kit::{Cache, Config, Db, TenantId};
+use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 use crate::Scratch;
 
@@ -30,6 +32,38 @@ pub struct Stack {
     pub base: String,
     /// The runtime pool the services share.
     pub db: Db,
+}
+
+/// A tenant signed up through the gateway, and its admin.
+pub struct SignedUp {
+    pub token: String,
+    pub tenant: TenantId,
+    pub admin: Uuid,
+}
+
+impl Stack {
+    /// Signs a new tenant (a random slug) up through the gateway, its admin
+    /// `admin@bench.test` with `password`.
+    pub async fn signup(&self, http: &reqwest::Client, password: &str) -> anyhow::Result<SignedUp> {
+        let slug = format!("b-{}", &Uuid::new_v4().simple().to_string()[..12]);
+        let signed: Value = http
+            .post(format!("{}/auth/signup", self.base))
+            .json(&json!({"tenantName": "Bench", "tenantSlug": slug, "email": "admin@bench.test", "password": password}))
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        Ok(SignedUp {
+            token: signed["accessToken"].as_str().context("token")?.to_owned(),
+            tenant: signed["tenant"]["id"]
+                .as_str()
+                .context("tenant")?
+                .parse()
+                .map_err(|_| anyhow::anyhow!("tenant id"))?,
+            admin: Uuid::parse_str(signed["user"]["id"].as_str().context("user")?)?,
+        })
+    }
 }
 
 fn port_vars(service: &str) -> [(String, String); 2] {

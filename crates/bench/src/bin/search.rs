@@ -20,7 +20,7 @@ use crm_bench::{
     Samples, Scratch, Summary, machine_line, ms,
     names::{CULTURES, FREE_MAIL, INDUSTRIES, SECTORS, STEMS, SUFFIXES, TITLES, TLDS, list},
     ratio,
-    stack::{Services, Stack},
+    stack::{Services, SignedUp, Stack},
 };
 use crm_kit::{Db, TenantId, access::Reach};
 use crm_search::{
@@ -463,24 +463,16 @@ async fn run(scratch: &Scratch, args: &Args) -> anyhow::Result<()> {
         search: true,
         ..Services::default()
     };
-    let Stack { base, db } = scratch.stack(with, 20, &cancel).await?;
+    let stack = scratch.stack(with, 20, &cancel).await?;
     let http = reqwest::Client::new();
-    let slug = format!("b-{}", &Uuid::new_v4().simple().to_string()[..12]);
-    let signed: Json = http
-        .post(format!("{base}/auth/signup"))
-        .json(&json!({"tenantName": "Bench", "tenantSlug": slug, "email": "admin@bench.test", "password": PASSWORD}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let token: Arc<str> = signed["accessToken"].as_str().context("token")?.into();
-    let tenant_uuid = Uuid::parse_str(signed["tenant"]["id"].as_str().context("tenant")?)?;
-    let tenant: TenantId = tenant_uuid
-        .to_string()
-        .parse()
-        .map_err(|_| anyhow::anyhow!("tenant id"))?;
-    let admin = Uuid::parse_str(signed["user"]["id"].as_str().context("user")?)?;
+    let SignedUp {
+        token,
+        tenant,
+        admin,
+    } = stack.signup(&http, PASSWORD).await?;
+    let Stack { base, db } = stack;
+    let token: Arc<str> = token.into();
+    let tenant_uuid = tenant.uuid();
     let adm = Database::connect(&scratch.admin_url).await?;
     let mut owners = vec![admin];
     owners.extend((0..19).map(|_| Uuid::now_v7()));

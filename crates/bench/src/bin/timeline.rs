@@ -11,10 +11,10 @@ use anyhow::Context as _;
 use clap::Parser;
 use crm_bench::{
     Samples, Scratch, machine_line, ms, rate, ratio,
-    stack::{Services, Stack},
+    stack::{Services, SignedUp, Stack},
 };
 use crm_bus::Event;
-use crm_kit::{TenantId, access::Reach};
+use crm_kit::access::Reach;
 use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
@@ -65,24 +65,14 @@ async fn run(scratch: &Scratch, args: &Args) -> anyhow::Result<()> {
         timeline: true,
         ..Services::default()
     };
-    let Stack { base, db } = scratch.stack(with, 20, &cancel).await?;
+    let stack = scratch.stack(with, 20, &cancel).await?;
     let http = reqwest::Client::new();
-    let slug = format!("b-{}", &Uuid::new_v4().simple().to_string()[..12]);
-    let signed: Value = http
-        .post(format!("{base}/auth/signup"))
-        .json(&json!({"tenantName": "Bench", "tenantSlug": slug, "email": "admin@bench.test", "password": PASSWORD}))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let token = signed["accessToken"].as_str().context("token")?.to_owned();
-    let tenant: TenantId = signed["tenant"]["id"]
-        .as_str()
-        .context("tenant")?
-        .parse()
-        .map_err(|_| anyhow::anyhow!("tenant id"))?;
-    let admin = Uuid::parse_str(signed["user"]["id"].as_str().context("user")?)?;
+    let SignedUp {
+        token,
+        tenant,
+        admin,
+    } = stack.signup(&http, PASSWORD).await?;
+    let Stack { base, db } = stack;
 
     println!("{}", machine_line());
     println!();
