@@ -13,15 +13,32 @@ use crate::BusConfig;
 
 /// How long to wait for the broker to accept a TCP connection and the AMQP handshake.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Tries before a connection that keeps timing out is an error. A broker that refuses
+/// (stopped) fails at once; one that stalls (a busy node, slow disk) gets more time.
+const CONNECT_TRIES: u32 = 3;
 
 /// Opens a connection named `{prefix}{role}`, so operators can tell who is connected.
 pub(crate) async fn connect(cfg: &BusConfig, role: &str) -> anyhow::Result<Connection> {
     let name = format!("{}{role}", cfg.prefix);
-    let props = ConnectionProperties::default().with_connection_name(name.into());
-    tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&cfg.amqp_url, props))
-        .await
-        .with_context(|| format!("timed out connecting to {}", cfg.redacted_url()))?
-        .with_context(|| format!("connecting to {}", cfg.redacted_url()))
+    for attempt in 1..=CONNECT_TRIES {
+        let props = ConnectionProperties::default().with_connection_name(name.clone().into());
+        match tokio::time::timeout(CONNECT_TIMEOUT, Connection::connect(&cfg.amqp_url, props)).await
+        {
+            Ok(connected) => {
+                return connected.with_context(|| format!("connecting to {}", cfg.redacted_url()));
+            }
+            Err(_) if attempt < CONNECT_TRIES => tracing::warn!(
+                url = %cfg.redacted_url(),
+                attempt,
+                "the broker did not answer in {CONNECT_TIMEOUT:?}; trying again"
+            ),
+            Err(_) => {}
+        }
+    }
+    anyhow::bail!(
+        "timed out connecting to {} ({CONNECT_TRIES} tries of {CONNECT_TIMEOUT:?})",
+        cfg.redacted_url()
+    )
 }
 
 /// Declares the durable topic exchange events are published to.
