@@ -13,7 +13,8 @@ use lapin::{
     options::{
         BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions,
         BasicPublishOptions, BasicQosOptions, BasicRejectOptions, ConfirmSelectOptions,
-        ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+        ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
+        QueueDeleteOptions,
     },
     types::{AMQPValue, FieldTable, ShortString},
 };
@@ -115,6 +116,44 @@ impl Topology {
             retry_queues: (1..=tiers).map(|n| format!("{queue}.retry.{n}")).collect(),
             queue,
         }
+    }
+}
+
+impl Topology {
+    /// Every queue of the topology.
+    fn queues(&self) -> impl Iterator<Item = &String> {
+        std::iter::once(&self.queue)
+            .chain(std::iter::once(&self.dead_letter_queue))
+            .chain(&self.retry_queues)
+    }
+}
+
+/// Deletes what consumers of `services` declared under `cfg`'s prefix (each queue, its
+/// dead-letter and retry queues) and the prefix's exchanges: what a test or benchmark with
+/// a prefix of its own leaves on the broker, which keeps every quorum queue until deleted.
+/// Best effort, and bounded in time: a broker that is down or stalled is left as it is.
+pub async fn delete_topology(cfg: &BusConfig, services: &[&str]) {
+    let tiers = ConsumerOptions::default().retry_delays.len();
+    let work = async {
+        let conn = crate::amqp::connect(cfg, "cleanup").await?;
+        let ch = conn.create_channel().await?;
+        for service in services {
+            for queue in Topology::new(cfg, service, tiers).queues() {
+                ch.queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                    .await?;
+            }
+        }
+        for exchange in [cfg.exchange(), cfg.dead_letter_exchange()] {
+            ch.exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
+                .await?;
+        }
+        let _ = conn.close(200, "cleanup".into()).await;
+        anyhow::Ok(())
+    };
+    match tokio::time::timeout(Duration::from_secs(60), work).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(error = format!("{error:#}"), "bus cleanup incomplete"),
+        Err(_) => tracing::warn!("bus cleanup timed out"),
     }
 }
 

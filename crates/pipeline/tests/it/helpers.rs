@@ -70,28 +70,9 @@ impl Drop for TestStack {
     }
 }
 
-/// Removes the test's queues and exchanges.
+/// Removes the test's queues (pipeline's) and exchanges.
 async fn delete_bus(bus: &BusConfig) {
-    use lapin::{Connection, ConnectionProperties, options::*};
-    let Ok(conn) = Connection::connect(&bus.amqp_url, ConnectionProperties::default()).await else {
-        return;
-    };
-    if let Ok(ch) = conn.create_channel().await {
-        let q = format!("{}pipeline", bus.prefix);
-        let mut queues = vec![q.clone(), format!("{q}.dlq")];
-        queues.extend((1..=3).map(|n| format!("{q}.retry.{n}")));
-        for queue in queues {
-            let _ = ch
-                .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                .await;
-        }
-        for exchange in [bus.exchange(), bus.dead_letter_exchange()] {
-            let _ = ch
-                .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-                .await;
-        }
-    }
-    let _ = conn.close(200, "test done".into()).await;
+    crm_bus::consumer::delete_topology(bus, &["pipeline"]).await;
 }
 
 pub async fn spawn() -> TestStack {

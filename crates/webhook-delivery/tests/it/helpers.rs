@@ -19,7 +19,6 @@ use axum::{
 use crm_bus::BusConfig;
 use crm_kit::{Cache, Config, Db, admin};
 use crm_webhook_delivery::{WebhookSettings, crypto::SecretCipher, worker::Worker};
-use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
 use reqwest::{Client, RequestBuilder, Response as HttpResponse};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
@@ -237,35 +236,7 @@ impl Drop for TestStack {
                 .build()
             {
                 rt.block_on(async {
-                    if let Ok(conn) = lapin::Connection::connect(
-                        &bus.amqp_url,
-                        lapin::ConnectionProperties::default(),
-                    )
-                    .await
-                        && let Ok(ch) = conn.create_channel().await
-                    {
-                        let q = format!("{}webhook-delivery", bus.prefix);
-                        for name in [
-                            q.clone(),
-                            format!("{q}.dlq"),
-                            format!("{q}.retry.1"),
-                            format!("{q}.retry.2"),
-                            format!("{q}.retry.3"),
-                        ] {
-                            let _ = ch
-                                .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-                                .await;
-                        }
-                        for ex in [bus.exchange(), bus.dead_letter_exchange()] {
-                            let _ = ch
-                                .exchange_delete(
-                                    ex.as_str().into(),
-                                    ExchangeDeleteOptions::default(),
-                                )
-                                .await;
-                        }
-                        let _ = conn.close(200, "test done".into()).await;
-                    }
+                    crm_bus::consumer::delete_topology(&bus, &["webhook-delivery"]).await;
                     if let Err(e) = admin::drop_database(&url).await {
                         eprintln!("cannot drop test database: {e}");
                     }
