@@ -78,8 +78,14 @@ pub struct DeliveryRow {
     pub updated_at: DateTime<Utc>,
 }
 
+/// Deliveries as the API shows them: a pending one that a worker holds a live lease on is
+/// `delivering`.
 const DELIVERY_SELECT: &str = "SELECT id, endpoint_id, event_id, event_type, payload, status, attempt_count, \
-    next_attempt_at, created_at, updated_at FROM webhooks.deliveries";
+    next_attempt_at, created_at, updated_at FROM (SELECT d.tenant_id, d.id, d.endpoint_id, d.event_id, \
+    d.event_type, d.payload, CASE WHEN d.status = 'pending' AND EXISTS (SELECT 1 FROM webhooks.leases l \
+    WHERE l.tenant_id = d.tenant_id AND l.delivery_id = d.id AND l.until > now()) THEN 'delivering' \
+    ELSE d.status END AS status, d.attempt_count, d.next_attempt_at, d.created_at, d.updated_at \
+    FROM webhooks.deliveries d) deliveries";
 
 #[derive(Debug, Clone, FromQueryResult)]
 pub struct AttemptRow {
@@ -420,8 +426,7 @@ pub async fn schedule_now(tx: &TenantTx, ids_sql: &str, values: Vec<Value>) -> R
         .conn()
         .execute_raw(stmt(
             &format!(
-                "UPDATE webhooks.deliveries SET status = 'pending', next_attempt_at = now(), lease_until = NULL, \
-                 updated_at = now() WHERE tenant_id = $1 AND {ids_sql}"
+                "UPDATE webhooks.deliveries SET status = 'pending', next_attempt_at = now(), updated_at = now() WHERE tenant_id = $1 AND {ids_sql}"
             ),
             std::iter::once(t(tx)).chain(values),
         ))

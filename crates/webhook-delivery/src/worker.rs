@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use crm_bus::Event;
 use crm_kit::{Db, TenantId};
 use rand::Rng;
-use sea_orm::{ConnectionTrait, FromQueryResult};
+use sea_orm::{ConnectionTrait, FromQueryResult, TransactionTrait};
 use sqlx::postgres::PgListener;
 use tokio::{
     sync::mpsc,
@@ -375,7 +375,14 @@ impl Worker {
             busy_ids.push_str(&id.to_string());
             busy_counts.push_str(&n.to_string());
         }
-        Claimed::find_by_statement(stmt(
+        // A claim only leases: should the database lose it in a crash, the deliveries are
+        // due again and are sent again with the same webhook-id, as after a worker's crash.
+        // So its commit does not wait for the WAL to reach the disk, which took about a
+        // third of the time of a claim, and claims run one after another.
+        let tx = self.inner.db.conn().begin().await?;
+        tx.execute_unprepared("SET LOCAL synchronous_commit = off")
+            .await?;
+        let rows = Claimed::find_by_statement(stmt(
             "SELECT * FROM webhooks.claim_batch($1, $2, $3, $4, \
              string_to_array($5, ',')::uuid[], string_to_array($6, ',')::integer[])",
             [
@@ -387,8 +394,10 @@ impl Worker {
                 busy_counts.into(),
             ],
         ))
-        .all(self.inner.db.conn())
-        .await
+        .all(&tx)
+        .await?;
+        tx.commit().await?;
+        Ok(rows)
     }
 
     /// A claimed row ready to send: its endpoint's keys come from the cache, or are

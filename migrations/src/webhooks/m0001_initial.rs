@@ -16,7 +16,7 @@ impl MigrationName for Migration {
 /// Every tenant table: row-level security forced on the owner too, one policy on the tenant
 /// setting, and a policy that lets the owner's security-definer functions (the delivery
 /// worker's claim and the retention sweep) see every tenant.
-fn tenant_rls(table: &str) -> String {
+pub(super) fn tenant_rls(table: &str) -> String {
     format!(
         "ALTER TABLE webhooks.{table} ENABLE ROW LEVEL SECURITY;
          ALTER TABLE webhooks.{table} FORCE ROW LEVEL SECURITY;

@@ -6,6 +6,7 @@ mod m0001_initial;
 mod m0002_claim_index_scans;
 mod m0003_batched_delivery;
 mod m0004_source_rotation;
+mod m0005_lease_table;
 
 /// Migrates the `webhooks` schema.
 pub struct Migrator;
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0002_claim_index_scans::Migration),
             Box::new(m0003_batched_delivery::Migration),
             Box::new(m0004_source_rotation::Migration),
+            Box::new(m0005_lease_table::Migration),
         ]
     }
 }

@@ -15,6 +15,8 @@ async fn a_stopping_worker_finishes_and_records_tries_in_flight() {
         (app.receiver.hanging("gated") == 1).then_some(())
     })
     .await;
+    let ds = app.deliveries(&t, &endpoint).await;
+    assert_eq!(ds[0]["status"], "delivering", "a try in flight shows");
     // The worker is told to stop first; the receiver answers while it drains.
     tokio::join!(app.stop_worker(), async { app.receiver.open_gate() });
     let ds = app.deliveries(&t, &endpoint).await;

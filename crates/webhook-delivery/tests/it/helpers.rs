@@ -430,6 +430,17 @@ impl TestStack {
         *self.worker.lock().expect("lock") = Some((cancel, task));
     }
 
+    /// Starts another delivery worker beside the current one; it stops with the stack.
+    pub fn another_worker(&self) {
+        let worker = Worker::new(
+            self.db.clone(),
+            Arc::new(self.settings.clone()),
+            SecretCipher::derive(&self.kek),
+        )
+        .expect("worker");
+        tokio::spawn(worker.run(self.cancel.child_token()));
+    }
+
     pub async fn signup(&self) -> Tenant {
         let slug = format!("t-{}", &Uuid::new_v4().simple().to_string()[..12]);
         let res = self

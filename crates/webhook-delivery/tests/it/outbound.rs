@@ -1,5 +1,8 @@
 //! Delivery behaviour a receiver notices: retries on schedule, no redirects, isolation of a
-//! hanging endpoint, nothing lost when the worker dies, SSRF refusals, disabling.
+//! hanging endpoint, nothing lost when the worker dies, nothing sent twice by workers side
+//! by side, SSRF refusals, disabling.
+
+use std::collections::HashSet;
 
 use serde_json::{Value, json};
 
@@ -179,6 +182,36 @@ async fn a_delivery_survives_the_worker_dying_mid_flight() {
         "a redelivery keeps its webhook-id"
     );
     assert_eq!(d["webhookId"], first.header("webhook-id"));
+}
+
+#[tokio::test]
+async fn workers_side_by_side_send_each_delivery_once() {
+    let app = spawn().await;
+    app.another_worker();
+    let t = app.signup().await;
+    let mut endpoints = Vec::new();
+    for n in 0..3 {
+        let url = app.receiver.url(&format!("pair{n}"), "200");
+        endpoints.push(app.endpoint(&t, &url, &["team.created"]).await.0);
+    }
+    for i in 0..25 {
+        app.team(&t, &format!("Team {i}")).await;
+    }
+    for (n, endpoint) in endpoints.iter().enumerate() {
+        eventually("every delivery succeeds after one try", || async {
+            let ds = app.deliveries(&t, endpoint).await;
+            (ds.len() == 25
+                && ds
+                    .iter()
+                    .all(|d| d["status"] == "succeeded" && d["attemptCount"] == 1))
+            .then_some(())
+        })
+        .await;
+        let hits = app.receiver.hits(&format!("pair{n}"));
+        let ids: HashSet<&str> = hits.iter().map(|h| h.header("webhook-id")).collect();
+        assert_eq!(hits.len(), 25, "no delivery is sent twice");
+        assert_eq!(ids.len(), 25, "each delivery has its own webhook-id");
+    }
 }
 
 #[tokio::test]
