@@ -13,6 +13,26 @@ impl MigrationName for Migration {
     }
 }
 
+/// The retention sweep of this version; m0005 puts it back when it is rolled back.
+pub(super) const PURGE: &str = r#"-- Payloads are kept for the retention period; attempts go with their delivery.
+CREATE OR REPLACE FUNCTION webhooks.purge(retention_secs bigint)
+RETURNS bigint
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    WITH gone AS (
+        DELETE FROM webhooks.deliveries d
+         WHERE d.created_at < now() - make_interval(secs => retention_secs)
+           AND d.status IN ('succeeded', 'failed')
+        RETURNING 1
+    ), seen AS (
+        DELETE FROM webhooks.inbound_seen s
+         WHERE s.received_at < now() - interval '1 day'
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM seen) * 0
+$fn$;"#;
+
 /// Every tenant table: row-level security forced on the owner too, one policy on the tenant
 /// setting, and a policy that lets the owner's security-definer functions (the delivery
 /// worker's claim and the retention sweep) see every tenant.
@@ -178,24 +198,7 @@ AS $fn$
     RETURNING d.tenant_id, d.id
 $fn$;
 
--- Payloads are kept for the retention period; attempts go with their delivery.
-CREATE OR REPLACE FUNCTION webhooks.purge(retention_secs bigint)
-RETURNS bigint
-LANGUAGE sql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-    WITH gone AS (
-        DELETE FROM webhooks.deliveries d
-         WHERE d.created_at < now() - make_interval(secs => retention_secs)
-           AND d.status IN ('succeeded', 'failed')
-        RETURNING 1
-    ), seen AS (
-        DELETE FROM webhooks.inbound_seen s
-         WHERE s.received_at < now() - interval '1 day'
-        RETURNING 1
-    )
-    SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM seen) * 0
-$fn$;
+{PURGE}
 
 -- Inbound webhooks arrive without a token: the source id alone names the tenant.
 CREATE OR REPLACE FUNCTION webhooks.inbound_source_tenant(p_id uuid) RETURNS uuid

@@ -10,7 +10,10 @@
 
 use sea_orm_migration::prelude::*;
 
-use super::{m0001_initial::tenant_rls, m0003_batched_delivery};
+use super::{
+    m0001_initial::{self, tenant_rls},
+    m0003_batched_delivery,
+};
 use crate::RUNTIME_GROUP;
 
 pub struct Migration;
@@ -228,28 +231,9 @@ $fn$;
              DROP TABLE IF EXISTS webhooks.leases;",
         )
         .await?;
-        // The claim, record and release of m0003, and its index.
+        // The claim, record and release of m0003 and its index; the sweep of m0001.
         m0003_batched_delivery::Migration.up(manager).await?;
-        db.execute_unprepared(
-            "CREATE OR REPLACE FUNCTION webhooks.purge(retention_secs bigint)
-             RETURNS bigint
-             LANGUAGE sql VOLATILE SECURITY DEFINER
-             SET search_path = pg_catalog, pg_temp
-             AS $fn$
-                 WITH gone AS (
-                     DELETE FROM webhooks.deliveries d
-                      WHERE d.created_at < now() - make_interval(secs => retention_secs)
-                        AND d.status IN ('succeeded', 'failed')
-                     RETURNING 1
-                 ), seen AS (
-                     DELETE FROM webhooks.inbound_seen s
-                      WHERE s.received_at < now() - interval '1 day'
-                     RETURNING 1
-                 )
-                 SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM seen) * 0
-             $fn$;",
-        )
-        .await?;
+        db.execute_unprepared(m0001_initial::PURGE).await?;
         Ok(())
     }
 }
