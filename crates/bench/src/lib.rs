@@ -10,10 +10,7 @@ use std::{sync::Mutex, time::Duration};
 use anyhow::Context as _;
 use crm_bus::BusConfig;
 use crm_kit::{Db, admin};
-use lapin::{
-    Channel, Connection, ConnectionProperties,
-    options::{ExchangeDeleteOptions, QueueDeleteOptions},
-};
+use lapin::{Channel, Connection, ConnectionProperties, options::QueueDeleteOptions};
 use uuid::Uuid;
 
 /// The login role services run as; shared by every scratch database, so never dropped.
@@ -43,6 +40,8 @@ pub struct Scratch {
     pub bus: BusConfig,
     pub redis_url: String,
     queues: Mutex<Vec<String>>,
+    /// Services whose consumers run under this run's prefix.
+    consumers: Mutex<Vec<String>>,
 }
 
 impl Scratch {
@@ -72,6 +71,7 @@ impl Scratch {
             bus: BusConfig::new(amqp, prefix),
             redis_url: env_or("REDIS_URL", "redis://127.0.0.1:6379"),
             queues: Mutex::new(Vec::new()),
+            consumers: Mutex::new(Vec::new()),
         })
     }
 
@@ -112,31 +112,39 @@ impl Scratch {
         queue
     }
 
-    /// Deletes the queues, the prefixed exchanges and the database; reports what it could not.
+    /// Records that `service`'s consumer runs under this run's prefix: its queue, retry
+    /// and dead-letter queues are deleted on cleanup.
+    pub fn consumer(&self, service: &str) {
+        self.consumers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(service.to_owned());
+    }
+
+    /// Deletes the queues, the consumers' topologies, the prefixed exchanges and the
+    /// database; reports what it could not.
     pub async fn cleanup(self) {
         let queues = std::mem::take(&mut *self.queues.lock().unwrap_or_else(|e| e.into_inner()));
-        match self.amqp("cleanup").await {
-            Ok((conn, channel)) => {
-                for queue in &queues {
-                    if let Err(e) = channel
-                        .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
-                        .await
-                    {
-                        eprintln!("warning: cannot delete queue {queue}: {e}");
+        if !queues.is_empty() {
+            match self.amqp("cleanup").await {
+                Ok((conn, channel)) => {
+                    for queue in &queues {
+                        if let Err(e) = channel
+                            .queue_delete(queue.as_str().into(), QueueDeleteOptions::default())
+                            .await
+                        {
+                            eprintln!("warning: cannot delete queue {queue}: {e}");
+                        }
                     }
+                    let _ = conn.close(200, "bench done".into()).await;
                 }
-                for exchange in [self.bus.exchange(), self.bus.dead_letter_exchange()] {
-                    if let Err(e) = channel
-                        .exchange_delete(exchange.as_str().into(), ExchangeDeleteOptions::default())
-                        .await
-                    {
-                        eprintln!("warning: cannot delete exchange {exchange}: {e}");
-                    }
-                }
-                let _ = conn.close(200, "bench done".into()).await;
+                Err(e) => eprintln!("warning: broker cleanup skipped: {e:#}"),
             }
-            Err(e) => eprintln!("warning: broker cleanup skipped: {e:#}"),
         }
+        let consumers =
+            std::mem::take(&mut *self.consumers.lock().unwrap_or_else(|e| e.into_inner()));
+        let consumers: Vec<&str> = consumers.iter().map(String::as_str).collect();
+        crm_bus::consumer::delete_topology(&self.bus, &consumers).await;
         if let Err(e) = admin::drop_database(&self.admin_url).await {
             eprintln!("warning: cannot drop the scratch database: {e}");
         }

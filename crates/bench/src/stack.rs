@@ -74,15 +74,6 @@ fn port_vars(service: &str) -> [(String, String); 2] {
 }
 
 impl Scratch {
-    /// Registers a consumer's queue and its retry and dead-letter queues for cleanup.
-    fn consumer_queues(&self, name: &str) {
-        self.queue(name);
-        self.queue(&format!("{name}.dlq"));
-        for n in 1..=3 {
-            self.queue(&format!("{name}.retry.{n}"));
-        }
-    }
-
     /// Builds and starts the stack on a runtime pool of `pool` connections.
     pub async fn stack(
         &self,
@@ -160,7 +151,7 @@ impl Scratch {
         );
         tokio::spawn(pipeline.run_until_stopped(cancel.clone()));
         if with.timeline {
-            self.consumer_queues("activity-timeline");
+            self.consumer("activity-timeline");
             let timeline = crm_activity_timeline::Application::build(
                 &config,
                 &crm_activity_timeline::Settings::from_map(&env)?,
@@ -178,7 +169,7 @@ impl Scratch {
             tokio::spawn(timeline.run_until_stopped(cancel.clone()));
         }
         if with.search {
-            self.consumer_queues("search");
+            self.consumer("search");
             let search = crm_search::Application::build(
                 &config,
                 &crm_search::app::Settings::from_map(&env)?,

@@ -117,9 +117,7 @@ impl Topology {
             queue,
         }
     }
-}
 
-impl Topology {
     /// Every queue of the topology.
     fn queues(&self) -> impl Iterator<Item = &String> {
         std::iter::once(&self.queue)

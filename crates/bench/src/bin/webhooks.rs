@@ -123,15 +123,7 @@ async fn run(scratch: &Scratch, args: &Args) -> anyhow::Result<()> {
         .context("creating the source outbox")?;
     admin_conn.close().await?;
     let db = scratch.runtime_db(20).await?;
-    for q in [
-        "webhook-delivery",
-        "webhook-delivery.dlq",
-        "webhook-delivery.retry.1",
-        "webhook-delivery.retry.2",
-        "webhook-delivery.retry.3",
-    ] {
-        scratch.queue(q);
-    }
+    scratch.consumer("webhook-delivery");
 
     // The receiver: 200 at once.
     let receiver = Receiver::default();

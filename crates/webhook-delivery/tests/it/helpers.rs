@@ -420,25 +420,23 @@ impl TestStack {
     /// Starts a new delivery worker with other settings.
     pub fn restart_worker_with(&self, settings: WebhookSettings) {
         let cancel = self.cancel.child_token();
-        let worker = Worker::new(
-            self.db.clone(),
-            Arc::new(settings),
-            SecretCipher::derive(&self.kek),
-        )
-        .expect("worker");
-        let task = tokio::spawn(worker.run(cancel.clone()));
+        let task = tokio::spawn(self.new_worker(settings).run(cancel.clone()));
         *self.worker.lock().expect("lock") = Some((cancel, task));
     }
 
     /// Starts another delivery worker beside the current one; it stops with the stack.
     pub fn another_worker(&self) {
-        let worker = Worker::new(
+        let worker = self.new_worker(self.settings.clone());
+        tokio::spawn(worker.run(self.cancel.child_token()));
+    }
+
+    fn new_worker(&self, settings: WebhookSettings) -> Worker {
+        Worker::new(
             self.db.clone(),
-            Arc::new(self.settings.clone()),
+            Arc::new(settings),
             SecretCipher::derive(&self.kek),
         )
-        .expect("worker");
-        tokio::spawn(worker.run(self.cancel.child_token()));
+        .expect("worker")
     }
 
     pub async fn signup(&self) -> Tenant {
