@@ -2,10 +2,9 @@
 //! the database, the runtime group role every service role is a member of, and its grants.
 
 use crm_kit::admin::retry_concurrent;
-use sea_orm_migration::{
-    MigratorTrait,
-    sea_orm::{ConnectionTrait, Database, DbErr},
-};
+/// The trait of the per-schema migrators, for callers that step one back and forth.
+pub use sea_orm_migration::MigratorTrait;
+use sea_orm_migration::sea_orm::{ConnectionTrait, Database, DbErr};
 
 pub mod accounts;
 pub mod identity;

@@ -412,6 +412,7 @@ impl Accounts {
             fields: obj.filters,
             custom: &defs,
             hidden: &hidden,
+            custom_index: Some(store::custom_index(obj)),
         };
         let matches = if query.is_empty() {
             None
@@ -1553,24 +1554,34 @@ pub fn list_query(
     if let Some(c) = store::reach_sql(reach, &mut params) {
         conditions.push(c);
     }
-    let (sort_expr, sort_cast, descending) = sort_of(obj, schema, a.order_by)?;
+    let sort = sort_of(obj, schema, a.order_by)?;
     Ok(ListQuery {
         conditions,
         params: params[1..].to_vec(),
-        sort_expr,
-        sort_cast,
-        descending,
+        sort_expr: sort.expr,
+        sort_cast: sort.cast,
+        sort_id: sort.id,
+        sort_join: sort.join,
+        descending: sort.descending,
         after,
         limit,
     })
 }
 
-/// The sort of a list: its SQL expression, cursor cast and direction.
-fn sort_of(
-    obj: &Object,
-    schema: &Schema<'_>,
-    order_by: &str,
-) -> ApiResult<(String, &'static str, bool)> {
+/// The sort of a list.
+struct SortSpec {
+    /// The sort key's SQL expression and the type its cursor value casts to.
+    expr: String,
+    cast: &'static str,
+    /// The record id as the sort's index holds it.
+    id: &'static str,
+    /// The join that brings in the sort key, when it is not a column of `t`.
+    join: Option<String>,
+    descending: bool,
+}
+
+/// The sort of a list: by a column, or by a custom field through its sort rows.
+fn sort_of(obj: &Object, schema: &Schema<'_>, order_by: &str) -> ApiResult<SortSpec> {
     let mut words = order_by.split_whitespace();
     let name = words.next().unwrap_or("create_time");
     let descending = match words.next() {
@@ -1589,12 +1600,23 @@ fn sort_of(
     if name.starts_with("custom.")
         && let filter::Target::Custom(d) = schema.resolve(name, "order_by")?
     {
-        // Keys are validated identifiers, safe to inline; missing values sort first.
-        return Ok((
-            format!("COALESCE(t.custom -> '{}', 'null'::jsonb)", d.key),
-            "jsonb",
+        // A custom field sorts by its indexed rows, whose index serves every page; missing
+        // values sort first. Keys are validated identifiers and the names constants, safe
+        // to inline.
+        let ix = store::custom_index(obj);
+        return Ok(SortSpec {
+            expr: "s.v".into(),
+            cast: "text",
+            id: "s.record_id",
+            join: Some(format!(
+                "JOIN {table} s ON s.tenant_id = t.tenant_id AND s.record_id = t.id \
+                 AND s.object_type = '{object}' AND s.key = '{key}'",
+                table = ix.table,
+                object = ix.object_type,
+                key = d.key
+            )),
             descending,
-        ));
+        });
     }
     let sort = obj.sorts.iter().find(|s| s.name == name).ok_or_else(|| {
         ApiError::invalid(
@@ -1612,7 +1634,13 @@ fn sort_of(
     if (schema.hidden)(sort.rest) {
         return Err(filter::hidden("order_by", sort.name));
     }
-    Ok((sort.expr.to_owned(), sort.cast, descending))
+    Ok(SortSpec {
+        expr: sort.expr.to_owned(),
+        cast: sort.cast,
+        id: "t.id",
+        join: None,
+        descending,
+    })
 }
 
 /// The before and after of the fields an update changed (REST names).

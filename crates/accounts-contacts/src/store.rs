@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::{
     access::Reach,
     custom::{Definition, FieldType},
-    filter::{Field, Kind},
+    filter::{CustomIndex, Field, Kind},
 };
 
 /// The schema this service owns.
@@ -340,6 +340,17 @@ pub async fn text_matches(
     }
 }
 
+/// The rows that index every record's custom values, one per record and defined field
+/// (migration `accounts.m0003_custom_sort`, kept by triggers): sorts by a custom field read
+/// them in order, and selective comparisons in filters are narrowed through them.
+pub fn custom_index(obj: &Object) -> CustomIndex<'static> {
+    CustomIndex {
+        table: "accounts.custom_sort",
+        object_type: obj.name,
+        value_fn: "accounts.custom_sort_value",
+    }
+}
+
 /// A keyset page of live records.
 pub struct ListQuery {
     /// Conditions over alias `t`, joined by AND; their parameters follow `$1` (the tenant).
@@ -348,6 +359,10 @@ pub struct ListQuery {
     /// The SQL expression of the sort key and the type its cursor value casts to.
     pub sort_expr: String,
     pub sort_cast: &'static str,
+    /// The record id as the sort's index holds it (the keyset's tie-break), and the join
+    /// that brings in the sort key when it is not a column of `t`.
+    pub sort_id: &'static str,
+    pub sort_join: Option<String>,
     pub descending: bool,
     /// Resume after this (sort key as text, id).
     pub after: Option<(Option<String>, Uuid)>,
@@ -374,16 +389,19 @@ pub fn list_statement(obj: &Object, tenant: Uuid, q: &ListQuery) -> Statement {
         params.push((*id).into());
         let i = params.len();
         conds.push(format!(
-            "({expr}, t.id) {cmp} (${k}::{cast}, ${i})",
+            "({expr}, {id}) {cmp} (${k}::{cast}, ${i})",
             expr = q.sort_expr,
+            id = q.sort_id,
             cast = q.sort_cast
         ));
     }
     params.push((q.limit as i64).into());
     let sql = format!(
-        "{select} WHERE {conds} ORDER BY {expr} {dir}, t.id {dir} LIMIT ${n}",
+        "{select} {join} WHERE {conds} ORDER BY {expr} {dir}, {id} {dir} LIMIT ${n}",
         select = obj.select_with(&format!(", ({})::text AS sort_key", q.sort_expr)),
+        join = q.sort_join.as_deref().unwrap_or_default(),
         expr = q.sort_expr,
+        id = q.sort_id,
         conds = conds.join(" AND "),
         n = params.len(),
     );
@@ -722,6 +740,15 @@ pub async fn delete_custom_field(tx: &TenantTx, row: &CustomFieldRow) -> Result<
         _ => None,
     };
     if let Some(table) = table {
+        // The lock the definition's trigger takes, taken first: the update below shares it
+        // (through the records' trigger), and two deletes that each held it shared while
+        // waiting for it alone would deadlock.
+        tx.conn()
+            .execute_raw(stmt(
+                "SELECT pg_advisory_xact_lock(accounts.custom_sort_lock($1, $2))",
+                [t(tx), row.object_type.clone().into()],
+            ))
+            .await?;
         tx.conn()
             .execute_raw(stmt(
                 &format!(

@@ -331,9 +331,24 @@ pub struct Schema<'a> {
     pub custom: &'a [Definition],
     /// Whether the caller may not see a field (REST name).
     pub hidden: &'a (dyn Fn(&str) -> bool + Sync),
+    /// Where the records' custom values are indexed, when they are.
+    pub custom_index: Option<CustomIndex<'a>>,
+}
+
+/// A table of custom-value rows (`tenant_id`, `record_id`, `object_type`, `key`, and `v`, the
+/// value as `value_fn` turns a JSON value into sortable text) indexed on (tenant, object
+/// type, key, v). Under row-level security the JSONB operators cannot use an index (they
+/// are not leakproof); text comparisons on `v` can. A selective comparison of a custom
+/// field is first narrowed through that index, then checked as written.
+#[derive(Clone, Copy, Debug)]
+pub struct CustomIndex<'a> {
+    pub table: &'a str,
+    pub object_type: &'a str,
+    pub value_fn: &'a str,
 }
 
 /// The resolved target of a name.
+#[derive(Clone, Copy)]
 pub enum Target<'a> {
     Column(&'a Field),
     Custom(&'a Definition),
@@ -397,9 +412,56 @@ pub fn compile(e: &Expr, schema: &Schema<'_>, params: &mut Vec<SqlValue>) -> Api
         ),
         Expr::Not(a) => format!("(NOT COALESCE({}, false))", compile(a, schema, params)?),
         Expr::Cmp { field, op, value } => {
-            compare(schema.resolve(field, "filter")?, field, *op, value, params)?
+            let target = schema.resolve(field, "filter")?;
+            let cond = compare(target, field, *op, value, params)?;
+            match (target, schema.custom_index) {
+                (Target::Custom(d), Some(ix)) => match narrow(ix, d, *op, value, params) {
+                    Some(n) => format!("({n} AND {cond})"),
+                    None => cond,
+                },
+                _ => cond,
+            }
         }
     })
+}
+
+/// The index condition that narrows a custom comparison to the records it may hold for:
+/// every record it holds for has a row in `ix` that the condition finds. Equality of
+/// numbers, texts, options, dates and booleans, and ranges of numbers (the sortable text
+/// of a number keeps its order, so an inclusive bound keeps every match); other
+/// comparisons have none and scan.
+fn narrow(
+    ix: CustomIndex<'_>,
+    d: &Definition,
+    op: Op,
+    value: &Lit,
+    params: &mut Vec<SqlValue>,
+) -> Option<String> {
+    let (cmp, bound) = match (d.field_type, op, value) {
+        (FieldType::Number, Op::Eq, Lit::Num(_)) => ("=", ""),
+        // Number rows are 'n' and 16 hex digits: at least 'n', below 'o'.
+        (FieldType::Number, Op::Lt | Op::Le, Lit::Num(_)) => ("<=", " AND c.v >= 'n'"),
+        (FieldType::Number, Op::Gt | Op::Ge, Lit::Num(_)) => (">=", " AND c.v < 'o'"),
+        (FieldType::Text | FieldType::Select | FieldType::Date, Op::Eq, Lit::Str(_)) => ("=", ""),
+        (FieldType::Boolean, Op::Eq | Op::Has, Lit::Bool(_)) => ("=", ""),
+        _ => return None,
+    };
+    let json = match value {
+        Lit::Num(n) => serde_json::json!(n),
+        Lit::Str(s) => serde_json::json!(s),
+        Lit::Bool(b) => serde_json::json!(b),
+        _ => return None,
+    };
+    let p = push(params, json);
+    // Names come from the caller's constants and validated keys, safe to inline.
+    Some(format!(
+        "EXISTS (SELECT 1 FROM {table} c WHERE c.tenant_id = t.tenant_id AND c.record_id = t.id \
+         AND c.object_type = '{object}' AND c.key = '{key}' AND c.v {cmp} {value_fn}({p}){bound})",
+        table = ix.table,
+        object = ix.object_type,
+        key = d.key,
+        value_fn = ix.value_fn,
+    ))
 }
 
 fn push(params: &mut Vec<SqlValue>, v: impl Into<SqlValue>) -> String {
@@ -644,6 +706,7 @@ mod tests {
             fields: FIELDS,
             custom: &defs,
             hidden,
+            custom_index: None,
         };
         let e = parse(s)?.expect("non-empty");
         let mut params = vec![];
@@ -686,6 +749,54 @@ mod tests {
         assert_eq!(n, 3);
         assert!(sql.contains("t.close_date < $1"), "{sql}");
         assert!(sql.contains("t.amount_cents IS DISTINCT FROM $3"), "{sql}");
+    }
+
+    #[test]
+    fn narrows_custom_comparisons_through_the_index_when_there_is_one() {
+        let defs = vec![Definition {
+            key: "score".into(),
+            field_type: FieldType::Number,
+            options: vec![],
+            required: false,
+        }];
+        let none = |_: &str| false;
+        let schema = Schema {
+            fields: FIELDS,
+            custom: &defs,
+            hidden: &none,
+            custom_index: Some(CustomIndex {
+                table: "x.values",
+                object_type: "thing",
+                value_fn: "x.value_of",
+            }),
+        };
+        let compiled = |s: &str| {
+            let mut params = vec![];
+            let sql = compile(&parse(s).unwrap().unwrap(), &schema, &mut params).unwrap();
+            (sql, params.len())
+        };
+        let (sql, n) = compiled("custom.score > 2.5");
+        assert_eq!(n, 2, "the bound and the index's value: {sql}");
+        assert!(
+            sql.contains("EXISTS (SELECT 1 FROM x.values c")
+                && sql.contains("c.object_type = 'thing' AND c.key = 'score'")
+                && sql.contains("c.v >= x.value_of($2) AND c.v < 'o'"),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("::float8 > $1"),
+            "still checked as written: {sql}"
+        );
+        let (sql, _) = compiled("custom.score <= 7");
+        assert!(
+            sql.contains("c.v <= x.value_of($2) AND c.v >= 'n'"),
+            "{sql}"
+        );
+        for broad in ["custom.score != 3", "custom.score = null"] {
+            let (sql, n) = compiled(broad);
+            assert!(!sql.contains("EXISTS"), "{broad}: {sql}");
+            assert!(n <= 1);
+        }
     }
 
     #[test]

@@ -847,6 +847,7 @@ impl Pipelines {
                 fields: a.filter_fields,
                 custom: a.custom.unwrap_or_default(),
                 hidden: &hidden,
+                custom_index: None,
             };
             conditions.push(filter::compile(&e, &schema, &mut params)?);
         }

@@ -4,6 +4,7 @@ use sea_orm_migration::prelude::*;
 
 mod m0001_initial;
 mod m0002_text_matches;
+mod m0003_custom_sort;
 
 /// Migrates the `accounts` schema.
 pub struct Migrator;
@@ -18,6 +19,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m0001_initial::Migration),
             Box::new(m0002_text_matches::Migration),
+            Box::new(m0003_custom_sort::Migration),
         ]
     }
 }

@@ -24,6 +24,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use crm_accounts_contacts::{
     access::Reach,
+    custom::{Definition, FieldType},
     filter::Schema,
     service::{ListArgs, like_pattern, list_fingerprint, list_page_token, list_query},
     store::{self, CONTACT},
@@ -58,6 +59,14 @@ const BIG_SLUG: &str = "bench-big";
 /// The order the gateway asks for on `sort=created_at&order=desc`.
 const ORDER_BY: &str = "create_time desc";
 const LIST_QUERY: &str = "limit=50&sort=created_at&order=desc";
+/// The custom field every contact of a seeded tenant may carry (a number), and its sort.
+const CUSTOM_KEY: &str = "score";
+const ORDER_BY_CUSTOM: &str = "custom.score desc";
+const LIST_QUERY_CUSTOM: &str = "limit=50&sort=custom.score&order=desc";
+/// A filter on the custom field that holds for a few rows (scores are spread over 100,000),
+/// and its value.
+const CUSTOM_FILTER: &str = "custom.score = 12345";
+const CUSTOM_FILTER_VALUE: i64 = 12345;
 const PAGE: u64 = 50;
 
 #[derive(Parser, Debug)]
@@ -305,7 +314,7 @@ async fn seed(urls: &Urls, a: &SeedArgs) -> anyhow::Result<()> {
     let mut todo = Vec::new();
     for (p, id, owners) in &tenants {
         let (contacts, accounts) = counts(&adm, *id).await?;
-        if contacts == p.contacts && accounts == p.accounts {
+        if contacts == p.contacts && accounts == p.accounts && has_custom_field(&adm, *id).await? {
             continue;
         }
         if contacts + accounts > 0 {
@@ -351,12 +360,17 @@ async fn seed(urls: &Urls, a: &SeedArgs) -> anyhow::Result<()> {
     for (name, _) in &indexes {
         tx.execute_unprepared(&format!("DROP INDEX {name}")).await?;
     }
+    // A contact's custom-field sort rows are written once per field below, set-based, when
+    // the field is defined after the load, rather than by the insert trigger row by row.
+    tx.execute_unprepared("ALTER TABLE accounts.contacts DISABLE TRIGGER custom_sort_insert")
+        .await?;
     let data = SeedData::new();
     let now = chrono::Utc::now().timestamp() as f64;
     let start = now - 3.0 * 365.25 * 86_400.0;
     for (p, id, owners) in &todo {
         let t = Instant::now();
         for table in [
+            "accounts.custom_fields",
             "accounts.account_contacts",
             "accounts.contacts",
             "accounts.accounts",
@@ -405,6 +419,14 @@ async fn seed(urls: &Urls, a: &SeedArgs) -> anyhow::Result<()> {
             }
             lo = hi + 1;
         }
+        // Defining the field writes every contact's sort row (the definition's trigger).
+        tx.execute_raw(stmt(
+            "INSERT INTO accounts.custom_fields (tenant_id, id, object_type, key, label, type) \
+             VALUES ($1, $2, 'contact', $3, 'Score', 'number')",
+            [(*id).into(), Uuid::now_v7().into(), CUSTOM_KEY.into()],
+        ))
+        .await
+        .with_context(|| format!("{}: defining custom.{CUSTOM_KEY}", p.slug))?;
         println!(
             "{}: {} contacts, {} accounts, {} users loaded in {:.1} s",
             p.slug,
@@ -421,10 +443,14 @@ async fn seed(urls: &Urls, a: &SeedArgs) -> anyhow::Result<()> {
             .with_context(|| format!("rebuilding {name}"))?;
         println!("index {name} rebuilt in {:.1} s", t.elapsed().as_secs_f64());
     }
+    tx.execute_unprepared("ALTER TABLE accounts.contacts ENABLE TRIGGER custom_sort_insert")
+        .await?;
     tx.commit().await?;
     let t = Instant::now();
-    adm.execute_unprepared("VACUUM (ANALYZE) accounts.accounts, accounts.contacts")
-        .await?;
+    adm.execute_unprepared(
+        "VACUUM (ANALYZE) accounts.accounts, accounts.contacts, accounts.custom_sort",
+    )
+    .await?;
     println!("VACUUM (ANALYZE) in {:.1} s", t.elapsed().as_secs_f64());
     println!(
         "seeded {} tenants in {:.1} s",
@@ -515,6 +541,18 @@ async fn counts(adm: &DatabaseConnection, tenant: Uuid) -> anyhow::Result<(u64, 
         r.try_get::<i64>("", "c")? as u64,
         r.try_get::<i64>("", "a")? as u64,
     ))
+}
+
+/// Whether the tenant's contacts have the custom field the sorted pages use.
+async fn has_custom_field(adm: &DatabaseConnection, tenant: Uuid) -> anyhow::Result<bool> {
+    Ok(adm
+        .query_one_raw(stmt(
+            "SELECT 1 AS one FROM accounts.custom_fields \
+             WHERE tenant_id = $1 AND object_type = 'contact' AND key = $2",
+            [tenant.into(), CUSTOM_KEY.into()],
+        ))
+        .await?
+        .is_some())
 }
 
 /// A SQL uuid[] of the users, in parentheses so it can be subscripted.
@@ -666,7 +704,8 @@ impl SeedData {
 
     /// Contacts `lo..=hi` of `total`; about 80% have a random account of the tenant
     /// (`bench_acc` numbers them 1..=`accounts`), most have an e-mail address derived from
-    /// their name, at the account's domain or a mail provider.
+    /// their name, at the account's domain or a mail provider; 90% have a custom score, a
+    /// random integer below 100,000.
     #[allow(clippy::too_many_arguments)]
     fn contacts_sql(
         &self,
@@ -685,7 +724,8 @@ impl SeedData {
                      md5(random()::text) AS h, width_bucket(random(), d.cw) AS k, random() AS rf, \
                      random() AS rl, random() AS ra, random() AS ra2, random() AS ru, random() AS ru2, \
                      random() AS rm, random() AS rfmt, random() AS rd, random() AS rd2, random() AS rp, \
-                     random() AS rp2, random() AS rp3, random() AS rt, random() AS rt2, random() AS ro \
+                     random() AS rp2, random() AS rp3, random() AS rt, random() AS rt2, random() AS ro, \
+                     random() AS rs, random() AS rs2 \
                    FROM generate_series({lo}, {hi}) AS n CROSS JOIN d), \
              x AS (SELECT s.*, d.fn[d.fo[k] + floor(rf * d.fl[k])::int] AS f, \
                      d.ln[d.lo[k] + floor(rl * d.ll[k])::int] AS l, \
@@ -705,7 +745,9 @@ impl SeedData {
                         ELSE d.free[1 + floor(rd2 * array_length(d.free, 1))::int] END END, \
                  phone, '+' || regexp_replace(phone, '[^0-9]', '', 'g'), \
                  CASE WHEN rt < 0.85 THEN d.titles[1 + floor(rt2 * array_length(d.titles, 1))::int] END, \
-                 a.id, owner, '{{}}'::jsonb, 1, c, \
+                 a.id, owner, \
+                 CASE WHEN rs < 0.9 THEN jsonb_build_object('{CUSTOM_KEY}', floor(rs2 * 100000)::int) \
+                   ELSE '{{}}'::jsonb END, 1, c, \
                  CASE WHEN ru < 0.6 THEN c ELSE c + (now() - c) * ru2 END, owner, owner \
              FROM x CROSS JOIN d LEFT JOIN bench_acc a ON a.n = x.an",
             cte = self.contacts_cte,
@@ -750,6 +792,9 @@ enum Kind {
     Get,
     Q,
     QBroad,
+    CustomPage1,
+    CustomDeep,
+    CustomFilter,
 }
 
 impl Kind {
@@ -760,6 +805,14 @@ impl Kind {
             Kind::Get => "get by id".into(),
             Kind::Q => format!("`q={}` ({} matches)", plan.q, plan.q_matches),
             Kind::QBroad => format!("`q={}` ({} matches)", plan.q_broad, plan.q_broad_matches),
+            Kind::CustomPage1 => format!("list page 1 by `custom.{CUSTOM_KEY}`"),
+            Kind::CustomDeep => format!(
+                "page after row {} by `custom.{CUSTOM_KEY}`",
+                plan.deep_offset
+            ),
+            Kind::CustomFilter => {
+                format!("filter `{CUSTOM_FILTER}` ({} matches)", plan.filter_matches)
+            }
         }
     }
 
@@ -778,8 +831,22 @@ impl Kind {
             Kind::Get => "get",
             Kind::Q => "q",
             Kind::QBroad => "q_broad",
+            Kind::CustomPage1 => "custom_page1",
+            Kind::CustomDeep => "custom_deep",
+            Kind::CustomFilter => "custom_filter",
         }
     }
+}
+
+/// What a list call sends: its order and partial text, and where it starts: after a
+/// position (direct SQL), a page token (gRPC) or in its URL (REST).
+struct ListCall<'a> {
+    order_by: &'static str,
+    filter: &'static str,
+    query: &'a str,
+    after: Option<(Option<String>, Uuid)>,
+    token: &'a str,
+    url: &'a str,
 }
 
 /// What every call needs: the tenant, the deep cursor, ids and terms, the URLs.
@@ -798,6 +865,54 @@ struct Plan {
     url_q: String,
     url_q_broad: String,
     url_gets: Vec<String>,
+    /// The deep page sorted by the custom field: its position, token and URLs.
+    custom_after: (String, Uuid),
+    custom_token: String,
+    url_custom_page1: String,
+    url_custom_deep: String,
+    url_custom_filter: String,
+    filter_matches: i64,
+}
+
+impl Plan {
+    /// The list a kind calls; none for a get.
+    fn list(&self, kind: Kind) -> Option<ListCall<'_>> {
+        let first = |order_by, query, url| ListCall {
+            order_by,
+            filter: "",
+            query,
+            after: None,
+            token: "",
+            url,
+        };
+        Some(match kind {
+            Kind::Get => return None,
+            Kind::Page1 => first(ORDER_BY, "", &self.url_page1),
+            Kind::Q => first(ORDER_BY, &self.q, &self.url_q),
+            Kind::QBroad => first(ORDER_BY, &self.q_broad, &self.url_q_broad),
+            Kind::CustomPage1 => first(ORDER_BY_CUSTOM, "", &self.url_custom_page1),
+            Kind::CustomFilter => ListCall {
+                filter: CUSTOM_FILTER,
+                ..first(ORDER_BY, "", &self.url_custom_filter)
+            },
+            Kind::Deep => ListCall {
+                order_by: ORDER_BY,
+                filter: "",
+                query: "",
+                after: Some((Some(self.deep_after.0.clone()), self.deep_after.1)),
+                token: &self.deep_token,
+                url: &self.url_deep,
+            },
+            Kind::CustomDeep => ListCall {
+                order_by: ORDER_BY_CUSTOM,
+                filter: "",
+                query: "",
+                after: Some((Some(self.custom_after.0.clone()), self.custom_after.1)),
+                token: &self.custom_token,
+                url: &self.url_custom_deep,
+            },
+        })
+    }
 }
 
 fn never_hidden(_: &str) -> bool {
@@ -806,16 +921,24 @@ fn never_hidden(_: &str) -> bool {
 
 /// The page the service would read, run directly: same query builder, same statement,
 /// same pool, in a tenant transaction. Returns the ids of the rows.
-async fn direct_list(
-    db: &Db,
-    tenant: TenantId,
-    query: &str,
-    after: Option<(Option<String>, Uuid)>,
-) -> anyhow::Result<Vec<Uuid>> {
+async fn direct_list(db: &Db, tenant: TenantId, list: ListCall<'_>) -> anyhow::Result<Vec<Uuid>> {
+    let query = list.query;
+    let custom = [Definition {
+        key: CUSTOM_KEY.into(),
+        field_type: FieldType::Number,
+        options: Vec::new(),
+        required: false,
+    }];
+    // The service reads the definitions only for a list that names a custom field.
     let schema = Schema {
         fields: CONTACT.filters,
-        custom: &[],
+        custom: if list.order_by.starts_with("custom.") || list.filter.contains("custom.") {
+            &custom
+        } else {
+            &[]
+        },
         hidden: &never_hidden,
+        custom_index: Some(store::custom_index(&CONTACT)),
     };
     let tx = db.tenant_tx(tenant).await?;
     let matches = if query.is_empty() {
@@ -830,12 +953,12 @@ async fn direct_list(
         ListArgs {
             page_size: PAGE as i32,
             page_token: "",
-            filter: "",
-            order_by: ORDER_BY,
+            filter: list.filter,
+            order_by: list.order_by,
             query,
         },
         tenant,
-        after,
+        list.after,
         PAGE + 1,
         matches.as_deref(),
     )
@@ -911,48 +1034,30 @@ async fn call(
                 req.metadata_mut().insert("authorization", bearer.clone());
                 let r = client.get_contact(req).await.context("GetContact")?;
                 anyhow::ensure!(r.get_ref().contact.is_some(), "GetContact returned nothing");
-            } else {
-                let (page_token, query) = match kind {
-                    Kind::Deep => (plan.deep_token.clone(), ""),
-                    Kind::Q => (String::new(), plan.q.as_str()),
-                    Kind::QBroad => (String::new(), plan.q_broad.as_str()),
-                    _ => (String::new(), ""),
-                };
+            } else if let Some(list) = plan.list(kind) {
                 let mut req = tonic::Request::new(acpb::ListContactsRequest {
                     page_size: PAGE as i32,
-                    page_token,
-                    filter: String::new(),
-                    order_by: ORDER_BY.into(),
-                    query: query.into(),
+                    page_token: list.token.into(),
+                    filter: list.filter.into(),
+                    order_by: list.order_by.into(),
+                    query: list.query.into(),
                 });
                 req.metadata_mut().insert("authorization", bearer.clone());
                 let r = client.list_contacts(req).await.context("ListContacts")?;
                 anyhow::ensure!(!r.get_ref().contacts.is_empty(), "an empty page");
             }
         }
-        Path::Direct => {
-            let (query, after) = match kind {
-                Kind::Page1 => ("", None),
-                Kind::Deep => (
-                    "",
-                    Some((Some(plan.deep_after.0.clone()), plan.deep_after.1)),
-                ),
-                Kind::Q => (plan.q.as_str(), None),
-                Kind::QBroad => (plan.q_broad.as_str(), None),
-                Kind::Get => {
-                    return direct_get(db, plan.tenant, plan.ids[i % plan.ids.len()]).await;
-                }
-            };
-            let rows = direct_list(db, plan.tenant, query, after).await?;
-            anyhow::ensure!(!rows.is_empty(), "an empty page");
-        }
+        Path::Direct => match plan.list(kind) {
+            Some(list) => {
+                let rows = direct_list(db, plan.tenant, list).await?;
+                anyhow::ensure!(!rows.is_empty(), "an empty page");
+            }
+            None => return direct_get(db, plan.tenant, plan.ids[i % plan.ids.len()]).await,
+        },
         Path::Gateway => {
-            let url = match kind {
-                Kind::Page1 => &plan.url_page1,
-                Kind::Deep => &plan.url_deep,
-                Kind::Q => &plan.url_q,
-                Kind::QBroad => &plan.url_q_broad,
-                Kind::Get => &plan.url_gets[i % plan.url_gets.len()],
+            let url = match plan.list(kind) {
+                Some(list) => list.url,
+                None => &plan.url_gets[i % plan.url_gets.len()],
             };
             let res = http
                 .get(url)
@@ -1208,6 +1313,42 @@ async fn prepare(
         .await?
         .context("no row at the deep offset")?;
     let deep_after: (String, Uuid) = (row.try_get("", "k")?, row.try_get("", "id")?);
+    // The same row offset in the custom field's order, its sort key as the service reads it.
+    let row = tx
+        .conn()
+        .query_one_raw(stmt(
+            "SELECT s.v AS k, s.record_id AS id FROM accounts.custom_sort s \
+             JOIN accounts.contacts t ON t.tenant_id = s.tenant_id AND t.id = s.record_id \
+             WHERE s.tenant_id = $1 AND s.object_type = 'contact' AND s.key = $2 \
+               AND t.deleted_at IS NULL \
+             ORDER BY s.v DESC, s.record_id DESC OFFSET $3 LIMIT 1",
+            [
+                tenant.uuid().into(),
+                CUSTOM_KEY.into(),
+                (args.deep_offset as i64).into(),
+            ],
+        ))
+        .await?
+        .context("no row at the deep offset of the custom sort: run `seed` again")?;
+    let custom_after: (String, Uuid) = (row.try_get("", "k")?, row.try_get("", "id")?);
+    anyhow::ensure!(
+        CUSTOM_FILTER == format!("custom.{CUSTOM_KEY} = {CUSTOM_FILTER_VALUE}"),
+        "the custom filter and its value disagree"
+    );
+    let filter_matches: i64 = tx
+        .conn()
+        .query_one_raw(stmt(
+            "SELECT count(*) AS n FROM accounts.contacts \
+             WHERE tenant_id = $1 AND deleted_at IS NULL AND custom @> $2",
+            [
+                tenant.uuid().into(),
+                json!({ CUSTOM_KEY: CUSTOM_FILTER_VALUE }).into(),
+            ],
+        ))
+        .await?
+        .context("no count")?
+        .try_get("", "n")?;
+    anyhow::ensure!(filter_matches > 0, "no contact matches `{CUSTOM_FILTER}`");
     // The same 10,000 ids every run, spread over the whole table, in no useful order.
     let ids: Vec<Uuid> = tx
         .conn()
@@ -1249,6 +1390,14 @@ async fn prepare(
         deep_after.1,
     )
     .map_err(|e| anyhow::anyhow!("page token: {e}"))?;
+    let custom_token = list_page_token(
+        pages,
+        tenant,
+        &list_fingerprint("contact", "", ORDER_BY_CUSTOM, ""),
+        Some(custom_after.0.clone()),
+        custom_after.1,
+    )
+    .map_err(|e| anyhow::anyhow!("page token: {e}"))?;
     let enc = |s: &str| -> String { url::form_urlencoded::byte_serialize(s.as_bytes()).collect() };
     Ok(Plan {
         tenant,
@@ -1264,6 +1413,15 @@ async fn prepare(
             .iter()
             .map(|id| format!("{base}/contacts/{id}"))
             .collect(),
+        url_custom_page1: format!("{base}/contacts?{LIST_QUERY_CUSTOM}"),
+        url_custom_deep: format!(
+            "{base}/contacts?{LIST_QUERY_CUSTOM}&cursor={}",
+            enc(&custom_token)
+        ),
+        url_custom_filter: format!("{base}/contacts?filter={}&{LIST_QUERY}", enc(CUSTOM_FILTER)),
+        filter_matches,
+        custom_after,
+        custom_token,
         deep_after,
         deep_token: token,
         q: args.q.trim().to_owned(),
@@ -1280,28 +1438,23 @@ async fn check(ctx: &RunCtx, base: &str) -> anyhow::Result<()> {
     let plan = &ctx.plan;
     let http = &ctx.clients[0];
     let auth = ctx.auth.lock().map(|a| a.clone()).unwrap_or_default();
-    let lists = [
-        (Kind::Page1, plan.url_page1.clone(), "", None),
-        (
-            Kind::Deep,
-            plan.url_deep.clone(),
-            "",
-            Some((Some(plan.deep_after.0.clone()), plan.deep_after.1)),
-        ),
-        (Kind::Q, plan.url_q.clone(), plan.q.as_str(), None),
-        (
-            Kind::QBroad,
-            plan.url_q_broad.clone(),
-            plan.q_broad.as_str(),
-            None,
-        ),
-    ];
-    for (kind, url, query, after) in lists {
-        if kind == Kind::QBroad && query.is_empty() {
+    for kind in [
+        Kind::Page1,
+        Kind::Deep,
+        Kind::Q,
+        Kind::QBroad,
+        Kind::CustomPage1,
+        Kind::CustomDeep,
+        Kind::CustomFilter,
+    ] {
+        let Some(list) = plan.list(kind) else {
+            continue;
+        };
+        if kind == Kind::QBroad && list.query.is_empty() {
             continue;
         }
-        let gw = item_ids(&gateway_get(http, &url, &auth).await?)?;
-        let direct = direct_list(&ctx.db, plan.tenant, query, after).await?;
+        let gw = item_ids(&gateway_get(http, list.url, &auth).await?)?;
+        let direct = direct_list(&ctx.db, plan.tenant, list).await?;
         anyhow::ensure!(
             !gw.is_empty() && !direct.is_empty(),
             "{}: an empty page (gateway {}, direct {})",
@@ -1350,6 +1503,7 @@ async fn measure(
     if !plan.q_broad.is_empty() {
         kinds.push(Kind::QBroad);
     }
+    kinds.extend([Kind::CustomPage1, Kind::CustomDeep, Kind::CustomFilter]);
     let limit = Duration::from_secs(args.max_secs);
     for &kind in &kinds {
         for &path in kind.paths() {
@@ -1438,12 +1592,21 @@ async fn measure(
     let deep_direct = p95(1, Path::Direct) / p95(0, Path::Direct);
     let list_tp = sum(0, Path::Gateway).per_sec / sum(0, Path::Direct).per_sec;
     let q_p95 = p95(3, Path::Gateway) / p95(3, Path::Direct);
+    let at = |kind: Kind| kinds.iter().position(|&k| k == kind).unwrap_or(0);
+    let (c1, cd) = (at(Kind::CustomPage1), at(Kind::CustomDeep));
+    let custom_gw = p95(cd, Path::Gateway) / p95(c1, Path::Gateway);
+    let custom_direct = p95(cd, Path::Direct) / p95(c1, Path::Direct);
     let verdict = |ok: bool| if ok { "met" } else { "MISSED" };
     writeln!(out)?;
     writeln!(
         out,
         "deep page p95 ÷ page 1 p95: gateway {deep_gw:.2}, direct {deep_direct:.2} (target ≤ 1.5: {})",
         verdict(deep_gw <= 1.5)
+    )?;
+    writeln!(
+        out,
+        "by `custom.{CUSTOM_KEY}`: deep page p95 ÷ page 1 p95: gateway {custom_gw:.2}, direct {custom_direct:.2} (target ≤ 1.5: {})",
+        verdict(custom_gw <= 1.5)
     )?;
     writeln!(
         out,
@@ -1460,6 +1623,14 @@ async fn measure(
     if let Some(path) = &args.json {
         report.insert("deep_p95_over_page1_gateway".into(), deep_gw.into());
         report.insert("deep_p95_over_page1_direct".into(), deep_direct.into());
+        report.insert(
+            "custom_deep_p95_over_page1_gateway".into(),
+            custom_gw.into(),
+        );
+        report.insert(
+            "custom_deep_p95_over_page1_direct".into(),
+            custom_direct.into(),
+        );
         report.insert("machine".into(), machine_line().into());
         std::fs::write(path, serde_json::to_string_pretty(&Json::Object(report))?)
             .with_context(|| format!("writing {}", path.display()))?;
