@@ -32,6 +32,30 @@ impl MigrationName for Migration {
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let rls = tenant_rls("accounts", "custom_sort", "tenant_id");
+        // Per record table: the triggers of its writes, and the rows of the fields defined
+        // so far.
+        let (mut per_table, mut fill) = (String::new(), String::new());
+        for (table, object) in [("accounts", "account"), ("contacts", "contact")] {
+            per_table.push_str(&format!(
+                "DROP TRIGGER IF EXISTS custom_sort_insert ON accounts.{table};
+CREATE TRIGGER custom_sort_insert AFTER INSERT ON accounts.{table}
+    FOR EACH ROW EXECUTE FUNCTION accounts.custom_sort_record('{object}');
+DROP TRIGGER IF EXISTS custom_sort_update ON accounts.{table};
+CREATE TRIGGER custom_sort_update AFTER UPDATE OF custom ON accounts.{table}
+    FOR EACH ROW WHEN (OLD.custom IS DISTINCT FROM NEW.custom)
+    EXECUTE FUNCTION accounts.custom_sort_record('{object}');
+"
+            ));
+            fill.push_str(&format!(
+                "INSERT INTO accounts.custom_sort (tenant_id, record_id, key, object_type, v)
+SELECT t.tenant_id, t.id, f.key, f.object_type, accounts.custom_sort_value(t.custom -> f.key)
+  FROM accounts.custom_fields f
+  JOIN accounts.{table} t ON t.tenant_id = f.tenant_id
+ WHERE f.object_type = '{object}'
+ON CONFLICT DO NOTHING;
+"
+            ));
+        }
         let sql = format!(
             r#"
 CREATE TABLE IF NOT EXISTS accounts.custom_sort (
@@ -104,27 +128,15 @@ BEGIN
 END
 $fn$;
 
-DROP TRIGGER IF EXISTS custom_sort_insert ON accounts.accounts;
-CREATE TRIGGER custom_sort_insert AFTER INSERT ON accounts.accounts
-    FOR EACH ROW EXECUTE FUNCTION accounts.custom_sort_record('account');
-DROP TRIGGER IF EXISTS custom_sort_update ON accounts.accounts;
-CREATE TRIGGER custom_sort_update AFTER UPDATE OF custom ON accounts.accounts
-    FOR EACH ROW WHEN (OLD.custom IS DISTINCT FROM NEW.custom)
-    EXECUTE FUNCTION accounts.custom_sort_record('account');
-DROP TRIGGER IF EXISTS custom_sort_insert ON accounts.contacts;
-CREATE TRIGGER custom_sort_insert AFTER INSERT ON accounts.contacts
-    FOR EACH ROW EXECUTE FUNCTION accounts.custom_sort_record('contact');
-DROP TRIGGER IF EXISTS custom_sort_update ON accounts.contacts;
-CREATE TRIGGER custom_sort_update AFTER UPDATE OF custom ON accounts.contacts
-    FOR EACH ROW WHEN (OLD.custom IS DISTINCT FROM NEW.custom)
-    EXECUTE FUNCTION accounts.custom_sort_record('contact');
-
+{per_table}
 -- A definition's sort rows: one per record of its type when it is added (opportunities keep
 -- their records elsewhere), none once it is deleted.
 CREATE OR REPLACE FUNCTION accounts.custom_sort_field() RETURNS trigger
 LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $fn$
+DECLARE
+    records text;
 BEGIN
     IF TG_OP = 'DELETE' THEN
         PERFORM pg_advisory_xact_lock(accounts.custom_sort_lock(OLD.tenant_id, OLD.object_type));
@@ -132,18 +144,17 @@ BEGIN
          WHERE s.tenant_id = OLD.tenant_id AND s.object_type = OLD.object_type AND s.key = OLD.key;
         RETURN NULL;
     END IF;
-    PERFORM pg_advisory_xact_lock(accounts.custom_sort_lock(NEW.tenant_id, NEW.object_type));
-    IF NEW.object_type = 'contact' THEN
-        INSERT INTO accounts.custom_sort AS s (tenant_id, record_id, key, object_type, v)
-        SELECT t.tenant_id, t.id, NEW.key, 'contact', accounts.custom_sort_value(t.custom -> NEW.key)
-          FROM accounts.contacts t WHERE t.tenant_id = NEW.tenant_id
-        ON CONFLICT (tenant_id, record_id, key) DO UPDATE SET v = excluded.v;
-    ELSIF NEW.object_type = 'account' THEN
-        INSERT INTO accounts.custom_sort AS s (tenant_id, record_id, key, object_type, v)
-        SELECT t.tenant_id, t.id, NEW.key, 'account', accounts.custom_sort_value(t.custom -> NEW.key)
-          FROM accounts.accounts t WHERE t.tenant_id = NEW.tenant_id
-        ON CONFLICT (tenant_id, record_id, key) DO UPDATE SET v = excluded.v;
+    records := CASE NEW.object_type WHEN 'contact' THEN 'contacts' WHEN 'account' THEN 'accounts' END;
+    IF records IS NULL THEN
+        RETURN NULL;
     END IF;
+    PERFORM pg_advisory_xact_lock(accounts.custom_sort_lock(NEW.tenant_id, NEW.object_type));
+    EXECUTE format(
+        'INSERT INTO accounts.custom_sort AS s (tenant_id, record_id, key, object_type, v)
+         SELECT t.tenant_id, t.id, $2, $3, accounts.custom_sort_value(t.custom -> $2)
+           FROM accounts.%I t WHERE t.tenant_id = $1
+         ON CONFLICT (tenant_id, record_id, key) DO UPDATE SET v = excluded.v', records)
+    USING NEW.tenant_id, NEW.key, NEW.object_type;
     RETURN NULL;
 END
 $fn$;
@@ -152,20 +163,7 @@ DROP TRIGGER IF EXISTS custom_sort_field ON accounts.custom_fields;
 CREATE TRIGGER custom_sort_field AFTER INSERT OR DELETE ON accounts.custom_fields
     FOR EACH ROW EXECUTE FUNCTION accounts.custom_sort_field();
 
--- The rows of the fields defined so far.
-INSERT INTO accounts.custom_sort (tenant_id, record_id, key, object_type, v)
-SELECT t.tenant_id, t.id, f.key, 'contact', accounts.custom_sort_value(t.custom -> f.key)
-  FROM accounts.custom_fields f
-  JOIN accounts.contacts t ON t.tenant_id = f.tenant_id
- WHERE f.object_type = 'contact'
-ON CONFLICT DO NOTHING;
-INSERT INTO accounts.custom_sort (tenant_id, record_id, key, object_type, v)
-SELECT t.tenant_id, t.id, f.key, 'account', accounts.custom_sort_value(t.custom -> f.key)
-  FROM accounts.custom_fields f
-  JOIN accounts.accounts t ON t.tenant_id = f.tenant_id
- WHERE f.object_type = 'account'
-ON CONFLICT DO NOTHING;
-"#
+{fill}"#
         );
         manager.get_connection().execute_unprepared(&sql).await?;
         Ok(())
