@@ -190,8 +190,15 @@ struct Position {
 
 /// What a list's page tokens are bound to besides the tenant: the object type and the query.
 pub fn list_fingerprint(object: &str, filter: &str, order_by: &str, query: &str) -> String {
+    // A custom field's sort key is its indexed form (`accounts.custom_sort.v`); the mark
+    // refuses, as foreign, a token made when it was the raw JSON value.
+    let mark = if order_by.trim_start().starts_with("custom.") {
+        "|indexed"
+    } else {
+        ""
+    };
     format!(
-        "{object}|{}|{}|{}",
+        "{object}|{}|{}|{}{mark}",
         filter.trim(),
         order_by.trim(),
         query.trim()
