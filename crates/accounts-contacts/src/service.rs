@@ -27,7 +27,7 @@ use crate::{
     access::{Access, Permissions, Reach},
     custom::{self, FieldType},
     filter::{self, Schema},
-    store::{self, ACCOUNT, CONTACT, ListQuery, Object, Record},
+    store::{self, ACCOUNT, CONTACT, ListQuery, ListSort, Object, Record},
 };
 
 /// The event source name.
@@ -1561,34 +1561,17 @@ pub fn list_query(
     if let Some(c) = store::reach_sql(reach, &mut params) {
         conditions.push(c);
     }
-    let sort = sort_of(obj, schema, a.order_by)?;
     Ok(ListQuery {
         conditions,
         params: params[1..].to_vec(),
-        sort_expr: sort.expr,
-        sort_cast: sort.cast,
-        sort_id: sort.id,
-        sort_join: sort.join,
-        descending: sort.descending,
+        sort: sort_of(obj, schema, a.order_by)?,
         after,
         limit,
     })
 }
 
-/// The sort of a list.
-struct SortSpec {
-    /// The sort key's SQL expression and the type its cursor value casts to.
-    expr: String,
-    cast: &'static str,
-    /// The record id as the sort's index holds it.
-    id: &'static str,
-    /// The join that brings in the sort key, when it is not a column of `t`.
-    join: Option<String>,
-    descending: bool,
-}
-
 /// The sort of a list: by a column, or by a custom field through its sort rows.
-fn sort_of(obj: &Object, schema: &Schema<'_>, order_by: &str) -> ApiResult<SortSpec> {
+fn sort_of(obj: &Object, schema: &Schema<'_>, order_by: &str) -> ApiResult<ListSort> {
     let mut words = order_by.split_whitespace();
     let name = words.next().unwrap_or("create_time");
     let descending = match words.next() {
@@ -1611,7 +1594,7 @@ fn sort_of(obj: &Object, schema: &Schema<'_>, order_by: &str) -> ApiResult<SortS
         // values sort first. Keys are validated identifiers and the names constants, safe
         // to inline.
         let ix = store::custom_index(obj);
-        return Ok(SortSpec {
+        return Ok(ListSort {
             expr: "s.v".into(),
             cast: "text",
             id: "s.record_id",
@@ -1641,7 +1624,7 @@ fn sort_of(obj: &Object, schema: &Schema<'_>, order_by: &str) -> ApiResult<SortS
     if (schema.hidden)(sort.rest) {
         return Err(filter::hidden("order_by", sort.name));
     }
-    Ok(SortSpec {
+    Ok(ListSort {
         expr: sort.expr.to_owned(),
         cast: sort.cast,
         id: "t.id",

@@ -351,19 +351,24 @@ pub fn custom_index(obj: &Object) -> CustomIndex<'static> {
     }
 }
 
+/// The order of a list page.
+pub struct ListSort {
+    /// The sort key's SQL expression and the type its cursor value casts to.
+    pub expr: String,
+    pub cast: &'static str,
+    /// The record id as the sort's index holds it (the keyset's tie-break).
+    pub id: &'static str,
+    /// The join that brings in the sort key, when it is not a column of `t`.
+    pub join: Option<String>,
+    pub descending: bool,
+}
+
 /// A keyset page of live records.
 pub struct ListQuery {
     /// Conditions over alias `t`, joined by AND; their parameters follow `$1` (the tenant).
     pub conditions: Vec<String>,
     pub params: Vec<Value>,
-    /// The SQL expression of the sort key and the type its cursor value casts to.
-    pub sort_expr: String,
-    pub sort_cast: &'static str,
-    /// The record id as the sort's index holds it (the keyset's tie-break), and the join
-    /// that brings in the sort key when it is not a column of `t`.
-    pub sort_id: &'static str,
-    pub sort_join: Option<String>,
-    pub descending: bool,
+    pub sort: ListSort,
     /// Resume after this (sort key as text, id).
     pub after: Option<(Option<String>, Uuid)>,
     pub limit: u64,
@@ -378,7 +383,8 @@ pub fn list_statement(obj: &Object, tenant: Uuid, q: &ListQuery) -> Statement {
         "t.deleted_at IS NULL".to_owned(),
     ];
     conds.extend(q.conditions.iter().cloned());
-    let (cmp, dir) = if q.descending {
+    let sort = &q.sort;
+    let (cmp, dir) = if sort.descending {
         ("<", "DESC")
     } else {
         (">", "ASC")
@@ -390,18 +396,18 @@ pub fn list_statement(obj: &Object, tenant: Uuid, q: &ListQuery) -> Statement {
         let i = params.len();
         conds.push(format!(
             "({expr}, {id}) {cmp} (${k}::{cast}, ${i})",
-            expr = q.sort_expr,
-            id = q.sort_id,
-            cast = q.sort_cast
+            expr = sort.expr,
+            id = sort.id,
+            cast = sort.cast
         ));
     }
     params.push((q.limit as i64).into());
     let sql = format!(
         "{select} {join} WHERE {conds} ORDER BY {expr} {dir}, {id} {dir} LIMIT ${n}",
-        select = obj.select_with(&format!(", ({})::text AS sort_key", q.sort_expr)),
-        join = q.sort_join.as_deref().unwrap_or_default(),
-        expr = q.sort_expr,
-        id = q.sort_id,
+        select = obj.select_with(&format!(", ({})::text AS sort_key", sort.expr)),
+        join = sort.join.as_deref().unwrap_or_default(),
+        expr = sort.expr,
+        id = sort.id,
         conds = conds.join(" AND "),
         n = params.len(),
     );

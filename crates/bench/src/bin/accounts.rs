@@ -63,9 +63,7 @@ const LIST_QUERY: &str = "limit=50&sort=created_at&order=desc";
 const CUSTOM_KEY: &str = "score";
 const ORDER_BY_CUSTOM: &str = "custom.score desc";
 const LIST_QUERY_CUSTOM: &str = "limit=50&sort=custom.score&order=desc";
-/// A filter on the custom field that holds for a few rows (scores are spread over 100,000),
-/// and its value.
-const CUSTOM_FILTER: &str = "custom.score = 12345";
+/// A score that a few contacts have (scores are spread over 100,000): the filter's value.
 const CUSTOM_FILTER_VALUE: i64 = 12345;
 const PAGE: u64 = 50;
 
@@ -811,7 +809,10 @@ impl Kind {
                 plan.deep_offset
             ),
             Kind::CustomFilter => {
-                format!("filter `{CUSTOM_FILTER}` ({} matches)", plan.filter_matches)
+                format!(
+                    "filter `{}` ({} matches)",
+                    plan.custom_filter, plan.filter_matches
+                )
             }
         }
     }
@@ -842,7 +843,7 @@ impl Kind {
 /// position (direct SQL), a page token (gRPC) or in its URL (REST).
 struct ListCall<'a> {
     order_by: &'static str,
-    filter: &'static str,
+    filter: &'a str,
     query: &'a str,
     after: Option<(Option<String>, Uuid)>,
     token: &'a str,
@@ -870,6 +871,8 @@ struct Plan {
     custom_token: String,
     url_custom_page1: String,
     url_custom_deep: String,
+    /// The selective filter on the custom field, its URL and how many contacts it holds for.
+    custom_filter: String,
     url_custom_filter: String,
     filter_matches: i64,
 }
@@ -892,7 +895,7 @@ impl Plan {
             Kind::QBroad => first(ORDER_BY, &self.q_broad, &self.url_q_broad),
             Kind::CustomPage1 => first(ORDER_BY_CUSTOM, "", &self.url_custom_page1),
             Kind::CustomFilter => ListCall {
-                filter: CUSTOM_FILTER,
+                filter: &self.custom_filter,
                 ..first(ORDER_BY, "", &self.url_custom_filter)
             },
             Kind::Deep => ListCall {
@@ -1331,10 +1334,7 @@ async fn prepare(
         .await?
         .context("no row at the deep offset of the custom sort: run `seed` again")?;
     let custom_after: (String, Uuid) = (row.try_get("", "k")?, row.try_get("", "id")?);
-    anyhow::ensure!(
-        CUSTOM_FILTER == format!("custom.{CUSTOM_KEY} = {CUSTOM_FILTER_VALUE}"),
-        "the custom filter and its value disagree"
-    );
+    let custom_filter = format!("custom.{CUSTOM_KEY} = {CUSTOM_FILTER_VALUE}");
     let filter_matches: i64 = tx
         .conn()
         .query_one_raw(stmt(
@@ -1348,7 +1348,7 @@ async fn prepare(
         .await?
         .context("no count")?
         .try_get("", "n")?;
-    anyhow::ensure!(filter_matches > 0, "no contact matches `{CUSTOM_FILTER}`");
+    anyhow::ensure!(filter_matches > 0, "no contact matches `{custom_filter}`");
     // The same 10,000 ids every run, spread over the whole table, in no useful order.
     let ids: Vec<Uuid> = tx
         .conn()
@@ -1418,7 +1418,11 @@ async fn prepare(
             "{base}/contacts?{LIST_QUERY_CUSTOM}&cursor={}",
             enc(&custom_token)
         ),
-        url_custom_filter: format!("{base}/contacts?filter={}&{LIST_QUERY}", enc(CUSTOM_FILTER)),
+        url_custom_filter: format!(
+            "{base}/contacts?filter={}&{LIST_QUERY}",
+            enc(&custom_filter)
+        ),
+        custom_filter,
         filter_matches,
         custom_after,
         custom_token,
