@@ -82,8 +82,9 @@ pub struct DeliveryRow {
 /// `delivering`.
 const DELIVERY_SELECT: &str = "SELECT id, endpoint_id, event_id, event_type, payload, status, attempt_count, \
     next_attempt_at, created_at, updated_at FROM (SELECT d.tenant_id, d.id, d.endpoint_id, d.event_id, \
-    d.event_type, d.payload, CASE WHEN d.status = 'pending' AND EXISTS (SELECT 1 FROM webhooks.leases l \
-    WHERE l.tenant_id = d.tenant_id AND l.delivery_id = d.id AND l.until > now()) THEN 'delivering' \
+    d.event_type, d.payload, CASE WHEN d.status = 'pending' AND EXISTS (SELECT 1 FROM webhooks.queue q \
+    WHERE q.tenant_id = d.tenant_id AND q.delivery_id = d.id AND q.lease_until > now()) \
+    THEN 'delivering' \
     ELSE d.status END AS status, d.attempt_count, d.next_attempt_at, d.created_at, d.updated_at \
     FROM webhooks.deliveries d) deliveries";
 

@@ -1,12 +1,13 @@
 //! The delivery worker: claims due deliveries of every tenant in batches (SKIP LOCKED,
-//! leased to this worker, never more than a few in flight per endpoint), signs and sends
-//! them over pooled connections, and records the tries in batches. A worker that dies
+//! leased to this worker, never more than a few in flight per endpoint), a round ahead of
+//! the tries in flight so that a freed slot need not wait for a claim, signs and sends them
+//! over pooled connections, and records the tries in batches. A worker that dies
 //! mid-try loses nothing: its leases run out and the deliveries are tried again, with the
 //! same webhook-id. A worker that is stopped drains: it claims nothing more, lets the tries
 //! in flight finish (up to the drain timeout), records them and hands back the rest.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, VecDeque},
     sync::Arc,
     time::{Duration, Instant},
 };
@@ -19,7 +20,7 @@ use sea_orm::{ConnectionTrait, FromQueryResult, QueryResult};
 use sqlx::postgres::PgListener;
 use tokio::{
     sync::mpsc,
-    task::{Id, JoinSet},
+    task::{Id, JoinHandle, JoinSet},
 };
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -119,7 +120,8 @@ struct Done {
     gone: bool,
 }
 
-/// What the claim loop knows of its tries in flight.
+/// What the claim loop knows of the deliveries it holds: tries in flight, and deliveries
+/// claimed ahead that wait for a slot.
 #[derive(Default)]
 struct InFlight {
     tasks: JoinSet<Done>,
@@ -127,11 +129,45 @@ struct InFlight {
     endpoints: HashMap<Id, Uuid>,
     /// Tries in flight per endpoint.
     per_endpoint: HashMap<Uuid, usize>,
+    /// Claimed deliveries waiting for a slot, oldest first.
+    ready: VecDeque<Job>,
 }
 
 impl InFlight {
     fn len(&self) -> usize {
         self.tasks.len()
+    }
+
+    /// Deliveries held: in flight or waiting for a slot.
+    fn held(&self) -> usize {
+        self.tasks.len() + self.ready.len()
+    }
+
+    /// Deliveries held per endpoint, as the claim counts them.
+    fn held_per_endpoint(&self) -> HashMap<Uuid, usize> {
+        let mut held = self.per_endpoint.clone();
+        for job in &self.ready {
+            *held.entry(job.endpoint_id).or_default() += 1;
+        }
+        held
+    }
+
+    /// Starts waiting deliveries, oldest first, while there are slots for them overall and
+    /// for their endpoint.
+    fn start_ready(&mut self, inner: &Arc<Inner>, concurrency: usize, per_endpoint: usize) {
+        if self.ready.is_empty() || self.tasks.len() >= concurrency {
+            return;
+        }
+        let mut waiting = VecDeque::new();
+        while let Some(job) = self.ready.pop_front() {
+            let running = self.per_endpoint.get(&job.endpoint_id).copied();
+            if self.tasks.len() < concurrency && running.unwrap_or(0) < per_endpoint {
+                self.start(inner, job);
+            } else {
+                waiting.push_back(job);
+            }
+        }
+        self.ready = waiting;
     }
 
     fn start(&mut self, inner: &Arc<Inner>, job: Job) {
@@ -246,12 +282,16 @@ impl Worker {
 
     async fn send_loop(&self, token: Uuid, cancel: CancellationToken, done_tx: mpsc::Sender<Done>) {
         let settings = self.inner.settings.clone();
+        let (concurrency, per_endpoint) = (settings.concurrency, settings.per_endpoint_concurrency);
         let mut inflight = InFlight::default();
         let mut keys: HashMap<(Uuid, i64), Arc<Keys>> = HashMap::new();
         let mut listener: Option<PgListener> = None;
         let mut last_purge: Option<Instant> = None;
         let mut poll = tokio::time::interval(settings.poll_interval);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The claim under way. It runs beside the tries and claims a round ahead of them, so
+        // that a slot that frees up finds its next delivery already claimed.
+        let mut claim: Option<JoinHandle<anyhow::Result<Vec<Claimed>>>> = None;
         // Whether a claim may find something: after a wake-up, or while claims find work.
         let mut look = true;
         while !cancel.is_cancelled() {
@@ -262,35 +302,39 @@ impl Worker {
                 last_purge = Some(Instant::now());
                 self.purge().await;
             }
-            let free = settings.concurrency.saturating_sub(inflight.len());
-            if look && free > 0 {
-                let batch = free.min(MAX_BATCH);
-                match self.claim(token, batch, &inflight.per_endpoint).await {
-                    Ok(rows) => {
-                        let n = rows.len();
-                        for row in rows {
-                            match self.job(row, &mut keys) {
-                                Ok(job) => inflight.start(&self.inner, job),
-                                Err(error) => tracing::error!(
-                                    error = format!("{error:#}"),
-                                    "cannot decrypt an endpoint secret; its delivery waits for its lease to run out"
-                                ),
-                            }
-                        }
-                        // A full batch suggests more is due: claim again at once.
-                        if n == batch && inflight.len() < settings.concurrency {
-                            continue;
-                        }
-                        look = n > 0;
-                    }
-                    Err(error) => {
-                        tracing::warn!(%error, "cannot claim webhook deliveries");
-                        look = false;
-                    }
-                }
+            inflight.start_ready(&self.inner, concurrency, per_endpoint);
+            // Held at most: a round in flight and a round waiting, as many per endpoint.
+            let room = (2 * concurrency).saturating_sub(inflight.held());
+            if look && claim.is_none() && room > 0 {
+                let asked = room.min(MAX_BATCH);
+                let (worker, busy) = (self.clone(), inflight.held_per_endpoint());
+                claim = Some(tokio::spawn(async move {
+                    worker.claim(token, asked, 2 * per_endpoint, &busy).await
+                }));
             }
             tokio::select! {
                 _ = cancel.cancelled() => break,
+                result = async { claim.as_mut().expect("a claim").await }, if claim.is_some() => {
+                    claim = None;
+                    match result.map_err(anyhow::Error::from).and_then(|r| r) {
+                        Ok(rows) => {
+                            look = !rows.is_empty();
+                            for row in rows {
+                                match self.job(row, &mut keys) {
+                                    Ok(job) => inflight.ready.push_back(job),
+                                    Err(error) => tracing::error!(
+                                        error = format!("{error:#}"),
+                                        "cannot decrypt an endpoint secret; its delivery waits for its lease to run out"
+                                    ),
+                                }
+                            }
+                        }
+                        Err(error) => {
+                            tracing::warn!(error = format!("{error:#}"), "cannot claim webhook deliveries");
+                            look = false;
+                        }
+                    }
+                }
                 Some(result) = inflight.tasks.join_next_with_id(), if !inflight.tasks.is_empty() => {
                     let mut finished = vec![result];
                     while let Some(r) = inflight.tasks.try_join_next_with_id() {
@@ -301,7 +345,6 @@ impl Worker {
                             let _ = done_tx.send(done).await;
                         }
                     }
-                    // Freed slots: another claim is worth it if the last one found work.
                 }
                 woke = wait_for_notice(&mut listener) => {
                     if !woke {
@@ -311,6 +354,11 @@ impl Worker {
                 }
                 _ = poll.tick() => look = true,
             }
+        }
+        // A claim under way finishes; what it and the earlier claims leased but did not
+        // start is handed back with the rest when the worker stops.
+        if let Some(claim) = claim {
+            let _ = claim.await;
         }
         // Drain: nothing more is claimed; tries in flight finish, up to the drain timeout.
         if !inflight.tasks.is_empty() {
@@ -357,10 +405,13 @@ impl Worker {
         }
     }
 
+    /// Claims up to `batch` due deliveries, at most `per_endpoint` held per endpoint counting
+    /// those this worker holds already (`busy`).
     async fn claim(
         &self,
         token: Uuid,
         batch: usize,
+        per_endpoint: usize,
         busy: &HashMap<Uuid, usize>,
     ) -> anyhow::Result<Vec<Claimed>> {
         let s = &self.inner.settings;
@@ -385,7 +436,6 @@ impl Worker {
             "SET LOCAL synchronous_commit = off; \
              SELECT * FROM webhooks.claim_batch('{token}', {batch}, {per_endpoint}, {lease}, \
              '{{{busy_ids}}}'::uuid[], '{{{busy_counts}}}'::integer[])",
-            per_endpoint = s.per_endpoint_concurrency,
             lease = s.lease().as_secs_f64().ceil() as i64,
         );
         let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(sql))

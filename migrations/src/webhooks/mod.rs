@@ -7,6 +7,7 @@ mod m0002_claim_index_scans;
 mod m0003_batched_delivery;
 mod m0004_source_rotation;
 mod m0005_lease_table;
+mod m0006_delivery_queue;
 
 /// Migrates the `webhooks` schema.
 pub struct Migrator;
@@ -24,6 +25,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0003_batched_delivery::Migration),
             Box::new(m0004_source_rotation::Migration),
             Box::new(m0005_lease_table::Migration),
+            Box::new(m0006_delivery_queue::Migration),
         ]
     }
 }
