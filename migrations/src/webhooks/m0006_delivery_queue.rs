@@ -9,7 +9,8 @@
 //! a dead entry in the future with every delivery, and claims would step over those as
 //! they came due. The record takes the row out of the queue; a retry puts it back with its
 //! next time. The delivery's own row is written once per try, at record time, and with no
-//! indexed column changing, that write is HOT too.
+//! indexed column changing, that write can stay on its page as well where the page has
+//! room (the table keeps a fifth of each page free for it).
 //!
 //! Rows enter the queue by triggers on `deliveries`: when a delivery is inserted pending, and
 //! when an update makes it pending or moves its next try (manual retry, recover, a retry
