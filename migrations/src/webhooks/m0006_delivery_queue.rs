@@ -103,10 +103,10 @@ CREATE TRIGGER queue_rescheduled AFTER UPDATE OF status, next_attempt_at ON webh
 -- Claims due deliveries of every tenant, at most `per_endpoint` in flight per endpoint
 -- counting the worker's own (`busy_*`), leases them to `worker` and returns what sending
 -- needs. Candidates are due rows without a live lease (the leases in flight are among the
--- first due, and are stepped past on their own rows). They are read without locks; only the
--- rows taken are locked (SKIP LOCKED), which re-reads them, so a row another worker has
--- meanwhile leased or recorded is left alone. Deliveries of a disabled or deleted endpoint are settled as failed here, without
--- a try, and leave the queue.
+-- first due, and are stepped past on their own rows). They are read without locks; only
+-- the rows taken are locked (SKIP LOCKED), which re-reads them, so a row another worker
+-- has meanwhile leased or recorded is left alone. Deliveries of a disabled or deleted
+-- endpoint are settled as failed here, without a try, and leave the queue.
 CREATE OR REPLACE FUNCTION webhooks.claim_batch(
     worker uuid, batch integer, per_endpoint integer, lease_secs integer,
     busy_endpoints uuid[], busy_counts integer[])
