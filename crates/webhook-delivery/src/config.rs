@@ -245,10 +245,10 @@ impl WebhookSettings {
     }
 
     /// How long a claimed delivery stays leased: a worker that dies mid-try loses it to
-    /// another worker once this has passed. A worker claims a round ahead, so a delivery may
-    /// wait up to one try of its endpoint for a slot before its own try.
+    /// another worker once this has passed. A worker claims ahead, so a delivery may wait
+    /// for a slot behind tries of its endpoint before its own try: one try per round held.
     pub fn lease(&self) -> Duration {
-        self.request_timeout * 2 + Duration::from_secs(5)
+        self.request_timeout * crate::worker::ROUNDS_HELD + Duration::from_secs(5)
     }
 }
 

@@ -38,6 +38,10 @@ use crate::{
 const RESPONSE_PREFIX: usize = 1024;
 /// Most deliveries claimed in one round.
 const MAX_BATCH: usize = 500;
+/// Rounds of tries a worker holds, overall and per endpoint: the round in flight and the
+/// rounds claimed ahead that wait for a slot. A claimed delivery may wait out one try per
+/// round ahead before its own, which the lease covers.
+pub(crate) const ROUNDS_HELD: u32 = 2;
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 /// Finished tries waiting to be recorded before senders wait.
 const RECORD_QUEUE: usize = 8192;
@@ -303,13 +307,15 @@ impl Worker {
                 self.purge().await;
             }
             inflight.start_ready(&self.inner, concurrency, per_endpoint);
-            // Held at most: a round in flight and a round waiting, as many per endpoint.
-            let room = (2 * concurrency).saturating_sub(inflight.held());
+            let rounds = ROUNDS_HELD as usize;
+            let room = (rounds * concurrency).saturating_sub(inflight.held());
             if look && claim.is_none() && room > 0 {
                 let asked = room.min(MAX_BATCH);
                 let (worker, busy) = (self.clone(), inflight.held_per_endpoint());
                 claim = Some(tokio::spawn(async move {
-                    worker.claim(token, asked, 2 * per_endpoint, &busy).await
+                    worker
+                        .claim(token, asked, rounds * per_endpoint, &busy)
+                        .await
                 }));
             }
             tokio::select! {
@@ -319,15 +325,15 @@ impl Worker {
                     match result.map_err(anyhow::Error::from).and_then(|r| r) {
                         Ok(rows) => {
                             look = !rows.is_empty();
-                            for row in rows {
-                                match self.job(row, &mut keys) {
-                                    Ok(job) => inflight.ready.push_back(job),
-                                    Err(error) => tracing::error!(
+                            let jobs = rows.into_iter().filter_map(|row| {
+                                self.job(row, &mut keys)
+                                    .inspect_err(|error| tracing::error!(
                                         error = format!("{error:#}"),
                                         "cannot decrypt an endpoint secret; its delivery waits for its lease to run out"
-                                    ),
-                                }
-                            }
+                                    ))
+                                    .ok()
+                            });
+                            inflight.ready.extend(jobs);
                         }
                         Err(error) => {
                             tracing::warn!(error = format!("{error:#}"), "cannot claim webhook deliveries");
