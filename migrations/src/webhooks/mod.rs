@@ -8,6 +8,7 @@ mod m0003_batched_delivery;
 mod m0004_source_rotation;
 mod m0005_lease_table;
 mod m0006_delivery_queue;
+mod m0007_claim_past_backlogs;
 
 /// Migrates the `webhooks` schema.
 pub struct Migrator;
@@ -26,6 +27,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0004_source_rotation::Migration),
             Box::new(m0005_lease_table::Migration),
             Box::new(m0006_delivery_queue::Migration),
+            Box::new(m0007_claim_past_backlogs::Migration),
         ]
     }
 }

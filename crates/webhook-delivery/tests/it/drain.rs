@@ -120,7 +120,8 @@ async fn the_delivery_queue_migration_steps_back_and_forth_keeping_leases_and_de
         (app.receiver.hanging("gated") == 1).then_some(())
     })
     .await;
-    Migrator::down(&admin, Some(1)).await.expect("down");
+    // Two steps: the claim past backlogs, then the queue itself.
+    Migrator::down(&admin, Some(2)).await.expect("down");
     assert_eq!(
         count("SELECT count(*) AS n FROM webhooks.leases").await,
         1,
@@ -139,7 +140,7 @@ async fn the_delivery_queue_migration_steps_back_and_forth_keeping_leases_and_de
 
     // A delivery queued while the queue is gone is in it after the step forward.
     app.stop_worker().await;
-    Migrator::down(&admin, Some(1)).await.expect("down");
+    Migrator::down(&admin, Some(2)).await.expect("down");
     app.team(&t, "Queued While Down").await;
     eventually("the fan-out stores the delivery", || async {
         (count(

@@ -151,6 +151,56 @@ async fn a_hanging_endpoint_does_not_delay_another() {
 }
 
 #[tokio::test]
+async fn a_backlog_behind_a_hanging_endpoint_does_not_hold_back_another() {
+    let app = spawn_with(Options {
+        extra_env: vec![("CRM_WEBHOOK_TIMEOUT_SECS", "20".into())],
+    })
+    .await;
+    let t = app.signup().await;
+    app.endpoint(&t, &app.receiver.url("stuck", "0"), &["team.created"])
+        .await;
+    app.endpoint(&t, &app.receiver.url("fast", "200"), &["team.created"])
+        .await;
+    app.team(&t, "First Team").await;
+    eventually("the hanging endpoint holds a try", || async {
+        (app.receiver.hanging("stuck") > 0 && app.receiver.hits("fast").len() == 1).then_some(())
+    })
+    .await;
+    // Thousands of due deliveries wait behind the hanging endpoint, older than anything new:
+    // more than a claim reads in due order before it goes endpoint by endpoint.
+    let admin = sea_orm::Database::connect(&app.admin_url)
+        .await
+        .expect("admin db");
+    sea_orm::ConnectionTrait::execute_unprepared(
+        &admin,
+        "INSERT INTO webhooks.deliveries (tenant_id, id, endpoint_id, event_id, event_type, \
+                                          payload, status, next_attempt_at) \
+         SELECT d.tenant_id, gen_random_uuid(), d.endpoint_id, gen_random_uuid(), d.event_type, \
+                d.payload, 'pending', now() - interval '1 hour' + n * interval '1 ms' \
+           FROM webhooks.deliveries d JOIN webhooks.endpoints e \
+             ON e.tenant_id = d.tenant_id AND e.id = d.endpoint_id \
+          CROSS JOIN generate_series(1, 3000) n \
+          WHERE e.url LIKE '%/stuck/%'",
+    )
+    .await
+    .expect("a backlog");
+    let _ = admin.close().await;
+    app.team(&t, "Second Team").await;
+    eventually("the other endpoint gets the new event", || async {
+        (app.receiver.hits("fast").len() == 2).then_some(())
+    })
+    .await;
+    assert!(
+        app.receiver.hanging("stuck") > 0,
+        "the hanging endpoint is still hanging meanwhile"
+    );
+    assert!(
+        app.receiver.hits("stuck").len() <= 2,
+        "never more than the per-endpoint limit in flight at a hanging endpoint"
+    );
+}
+
+#[tokio::test]
 async fn a_delivery_survives_the_worker_dying_mid_flight() {
     let app = spawn().await;
     let t = app.signup().await;
