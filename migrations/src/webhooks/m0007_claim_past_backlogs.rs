@@ -23,7 +23,7 @@ impl MigrationName for Migration {
     }
 }
 
-const CLAIM: &str = r#"
+pub(super) const CLAIM: &str = r#"
 -- Queued rows by endpoint, in due order: the claim's way past a backlog.
 CREATE INDEX IF NOT EXISTS queue_lanes ON webhooks.queue (endpoint_id, at);
 

@@ -9,6 +9,7 @@ mod m0004_source_rotation;
 mod m0005_lease_table;
 mod m0006_delivery_queue;
 mod m0007_claim_past_backlogs;
+mod m0008_claim_full_batches_in_order;
 
 /// Migrates the `webhooks` schema.
 pub struct Migrator;
@@ -28,6 +29,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0005_lease_table::Migration),
             Box::new(m0006_delivery_queue::Migration),
             Box::new(m0007_claim_past_backlogs::Migration),
+            Box::new(m0008_claim_full_batches_in_order::Migration),
         ]
     }
 }
