@@ -10,6 +10,7 @@ mod m0005_lease_table;
 mod m0006_delivery_queue;
 mod m0007_claim_past_backlogs;
 mod m0008_claim_full_batches_in_order;
+mod m0009_record_through_the_key;
 
 /// Migrates the `webhooks` schema.
 pub struct Migrator;
@@ -30,6 +31,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0006_delivery_queue::Migration),
             Box::new(m0007_claim_past_backlogs::Migration),
             Box::new(m0008_claim_full_batches_in_order::Migration),
+            Box::new(m0009_record_through_the_key::Migration),
         ]
     }
 }
