@@ -23,10 +23,12 @@ impl MigrationName for Migration {
     }
 }
 
-pub(super) const CLAIM: &str = r#"
--- Queued rows by endpoint, in due order: the claim's way past a backlog.
-CREATE INDEX IF NOT EXISTS queue_lanes ON webhooks.queue (endpoint_id, at);
+/// Queued rows by endpoint, in due order: the claim's way past a backlog.
+const LANES: &str = "CREATE INDEX IF NOT EXISTS queue_lanes ON webhooks.queue (endpoint_id, at);";
 
+/// The claim alone: later migrations that step back to it replace only the function, and
+/// take no lock on the queue for it.
+pub(super) const CLAIM: &str = r#"
 -- Claims due deliveries of every tenant, at most `per_endpoint` in flight per endpoint
 -- counting the worker's own (`busy_*`), leases them to `worker` and returns what sending
 -- needs. Candidates are due rows without a live lease; only the rows taken are locked
@@ -182,7 +184,9 @@ $fn$;
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(CLAIM).await?;
+        let db = manager.get_connection();
+        db.execute_unprepared(LANES).await?;
+        db.execute_unprepared(CLAIM).await?;
         Ok(())
     }
 

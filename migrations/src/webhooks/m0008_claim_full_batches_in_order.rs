@@ -48,7 +48,13 @@ impl MigrationTrait for Migration {
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        m0007_claim_past_backlogs::Migration.up(manager).await
+        // Only the function: stepping back takes no lock on the queue here, so a claim
+        // running meanwhile cannot deadlock with the steps after it.
+        manager
+            .get_connection()
+            .execute_unprepared(m0007_claim_past_backlogs::CLAIM)
+            .await?;
+        Ok(())
     }
 }
 

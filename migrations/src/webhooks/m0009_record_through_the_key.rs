@@ -7,8 +7,6 @@
 
 use sea_orm_migration::prelude::*;
 
-use super::{m0006_delivery_queue, m0008_claim_full_batches_in_order};
-
 pub struct Migration;
 
 impl MigrationName for Migration {
@@ -17,6 +15,7 @@ impl MigrationName for Migration {
     }
 }
 
+/// The record, with its delete of the tries' queue rows left out (`{DELETE}`).
 const RECORD: &str = r#"
 -- (`worker` is qualified by the function's name wherever a column of that name is in scope:
 -- a bare name would mean the column.)
@@ -24,9 +23,7 @@ const RECORD: &str = r#"
 -- Records a batch of tries (a JSON array, one object per try) in one statement: each
 -- delivery `worker` still holds leaves the queue, is settled or rescheduled (a retry goes
 -- back into the queue by the trigger) and gets its attempt row; returns the deliveries
--- recorded. The queue rows are looked up by key, one per try (`OFFSET 0` keeps the lookup
--- from being merged into a join the planner may turn into a scan of the whole queue), and
--- deleted by position; a row another worker has leased since is left alone.
+-- recorded.
 CREATE OR REPLACE FUNCTION webhooks.record_batch(worker uuid, tries jsonb)
 RETURNS TABLE (tenant_id uuid, id uuid)
 LANGUAGE sql VOLATILE SECURITY DEFINER
@@ -37,14 +34,7 @@ AS $fn$
             AS v(tenant_id uuid, id uuid, attempt_id uuid, status text, attempt_status text,
                  code integer, body text, error text, duration_ms bigint, next_at timestamptz)
     ), held AS (
-        DELETE FROM webhooks.queue q
-         WHERE q.ctid = ANY (ARRAY(
-                   SELECT k.ctid FROM v CROSS JOIN LATERAL (
-                       SELECT r.ctid FROM webhooks.queue r
-                        WHERE r.tenant_id = v.tenant_id AND r.delivery_id = v.id
-                       OFFSET 0) k))
-           AND q.worker = record_batch.worker
-        RETURNING q.tenant_id, q.delivery_id
+{DELETE}        RETURNING q.tenant_id, q.delivery_id
     ), done AS (
         UPDATE webhooks.deliveries d
            SET status = v.status, attempt_count = d.attempt_count + 1,
@@ -64,21 +54,43 @@ AS $fn$
 $fn$;
 "#;
 
+/// The delete of this migration: each try's row looked up by key (`OFFSET 0` keeps the
+/// lookup from being merged into a join the planner may turn into a scan of the whole
+/// queue), then deleted by position. A row another worker has leased since is left alone.
+const BY_KEY: &str = "        DELETE FROM webhooks.queue q
+         WHERE q.ctid = ANY (ARRAY(
+                   SELECT k.ctid FROM v CROSS JOIN LATERAL (
+                       SELECT r.ctid FROM webhooks.queue r
+                        WHERE r.tenant_id = v.tenant_id AND r.delivery_id = v.id
+                       OFFSET 0) k))
+           AND q.worker = record_batch.worker
+";
+
+/// The delete of m0006, as a join the planner plans.
+const BY_JOIN: &str = "        DELETE FROM webhooks.queue q
+         USING v
+         WHERE q.tenant_id = v.tenant_id AND q.delivery_id = v.id AND q.worker = record_batch.worker
+";
+
 // The trait's signature elides the lifetime of SchemaManager; matching it needs the elision.
 #[allow(elided_lifetimes_in_paths)]
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(RECORD).await?;
+        manager
+            .get_connection()
+            .execute_unprepared(&RECORD.replace("{DELETE}", BY_KEY))
+            .await?;
         Ok(())
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        // m0006's record (its steps are safe to run again; they bring back its claim too),
-        // then the claim of m0008.
-        m0006_delivery_queue::Migration.up(manager).await?;
-        m0008_claim_full_batches_in_order::Migration
-            .up(manager)
-            .await
+        // Only the function, as m0006 had it: stepping back takes no lock on the queue here,
+        // so a claim running meanwhile cannot deadlock with the steps after it.
+        manager
+            .get_connection()
+            .execute_unprepared(&RECORD.replace("{DELETE}", BY_JOIN))
+            .await?;
+        Ok(())
     }
 }
