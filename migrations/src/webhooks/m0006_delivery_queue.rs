@@ -31,6 +31,48 @@ impl MigrationName for Migration {
     }
 }
 
+/// The record of this migration, on its own so that a later one can state its changes to it
+/// and step back to it.
+pub(super) const RECORD: &str = r#"-- (`worker` is qualified by the function's name wherever a column of that name is in scope:
+-- a bare name would mean the column.)
+--
+-- Records a batch of tries (a JSON array, one object per try) in one statement: each
+-- delivery `worker` still holds leaves the queue, is settled or rescheduled (a retry goes
+-- back into the queue by the trigger) and gets its attempt row; returns the deliveries
+-- recorded.
+CREATE OR REPLACE FUNCTION webhooks.record_batch(worker uuid, tries jsonb)
+RETURNS TABLE (tenant_id uuid, id uuid)
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    WITH v AS (
+        SELECT * FROM jsonb_to_recordset(tries)
+            AS v(tenant_id uuid, id uuid, attempt_id uuid, status text, attempt_status text,
+                 code integer, body text, error text, duration_ms bigint, next_at timestamptz)
+    ), held AS (
+        DELETE FROM webhooks.queue q
+         USING v
+         WHERE q.tenant_id = v.tenant_id AND q.delivery_id = v.id AND q.worker = record_batch.worker
+        RETURNING q.tenant_id, q.delivery_id
+    ), done AS (
+        UPDATE webhooks.deliveries d
+           SET status = v.status, attempt_count = d.attempt_count + 1,
+               next_attempt_at = v.next_at, updated_at = now()
+          FROM v JOIN held h ON h.tenant_id = v.tenant_id AND h.delivery_id = v.id
+         WHERE d.tenant_id = v.tenant_id AND d.id = v.id
+        RETURNING d.tenant_id, d.id
+    ), tries AS (
+        INSERT INTO webhooks.attempts (tenant_id, id, delivery_id, status, response_code,
+                                       response_body, error, duration_ms, next_attempt_at)
+        SELECT v.tenant_id, v.attempt_id, v.id, v.attempt_status, v.code, v.body, v.error,
+               v.duration_ms, v.next_at
+          FROM v JOIN done ON done.tenant_id = v.tenant_id AND done.id = v.id
+        RETURNING tenant_id, delivery_id
+    )
+    SELECT t.tenant_id, t.delivery_id FROM tries t
+$fn$;
+"#;
+
 // The trait's signature elides the lifetime of SchemaManager; matching it needs the elision.
 #[allow(elided_lifetimes_in_paths)]
 #[async_trait::async_trait]
@@ -182,45 +224,7 @@ RETURN QUERY
 END
 $fn$;
 
--- (`worker` is qualified by the function's name wherever a column of that name is in scope:
--- a bare name would mean the column.)
---
--- Records a batch of tries (a JSON array, one object per try) in one statement: each
--- delivery `worker` still holds leaves the queue, is settled or rescheduled (a retry goes
--- back into the queue by the trigger) and gets its attempt row; returns the deliveries
--- recorded.
-CREATE OR REPLACE FUNCTION webhooks.record_batch(worker uuid, tries jsonb)
-RETURNS TABLE (tenant_id uuid, id uuid)
-LANGUAGE sql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-    WITH v AS (
-        SELECT * FROM jsonb_to_recordset(tries)
-            AS v(tenant_id uuid, id uuid, attempt_id uuid, status text, attempt_status text,
-                 code integer, body text, error text, duration_ms bigint, next_at timestamptz)
-    ), held AS (
-        DELETE FROM webhooks.queue q
-         USING v
-         WHERE q.tenant_id = v.tenant_id AND q.delivery_id = v.id AND q.worker = record_batch.worker
-        RETURNING q.tenant_id, q.delivery_id
-    ), done AS (
-        UPDATE webhooks.deliveries d
-           SET status = v.status, attempt_count = d.attempt_count + 1,
-               next_attempt_at = v.next_at, updated_at = now()
-          FROM v JOIN held h ON h.tenant_id = v.tenant_id AND h.delivery_id = v.id
-         WHERE d.tenant_id = v.tenant_id AND d.id = v.id
-        RETURNING d.tenant_id, d.id
-    ), tries AS (
-        INSERT INTO webhooks.attempts (tenant_id, id, delivery_id, status, response_code,
-                                       response_body, error, duration_ms, next_attempt_at)
-        SELECT v.tenant_id, v.attempt_id, v.id, v.attempt_status, v.code, v.body, v.error,
-               v.duration_ms, v.next_at
-          FROM v JOIN done ON done.tenant_id = v.tenant_id AND done.id = v.id
-        RETURNING tenant_id, delivery_id
-    )
-    SELECT t.tenant_id, t.delivery_id FROM tries t
-$fn$;
-
+{RECORD}
 -- Hands back what a stopping worker still holds (claimed, not recorded): due again at once,
 -- for another worker, without waiting for the lease to run out. (A held row was due when
 -- it was claimed, which keeps the search to the queue's due rows.)

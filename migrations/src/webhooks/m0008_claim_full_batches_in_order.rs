@@ -27,12 +27,7 @@ const AFTER: &str = "IF coalesce(cardinality(ids), 0) < batch AND past_budget TH
 
 /// m0007's claim with the narrower condition; everything else is the same.
 fn claim() -> String {
-    let sql = m0007_claim_past_backlogs::CLAIM;
-    assert!(
-        sql.contains(BEFORE),
-        "m0007's claim has the condition this migration narrows"
-    );
-    sql.replace(BEFORE, AFTER)
+    super::amended(m0007_claim_past_backlogs::CLAIM, BEFORE, AFTER)
 }
 
 // The trait's signature elides the lifetime of SchemaManager; matching it needs the elision.

@@ -7,6 +7,8 @@
 
 use sea_orm_migration::prelude::*;
 
+use super::m0006_delivery_queue;
+
 pub struct Migration;
 
 impl MigrationName for Migration {
@@ -15,44 +17,11 @@ impl MigrationName for Migration {
     }
 }
 
-/// The record, with its delete of the tries' queue rows left out (`{DELETE}`).
-const RECORD: &str = r#"
--- (`worker` is qualified by the function's name wherever a column of that name is in scope:
--- a bare name would mean the column.)
---
--- Records a batch of tries (a JSON array, one object per try) in one statement: each
--- delivery `worker` still holds leaves the queue, is settled or rescheduled (a retry goes
--- back into the queue by the trigger) and gets its attempt row; returns the deliveries
--- recorded.
-CREATE OR REPLACE FUNCTION webhooks.record_batch(worker uuid, tries jsonb)
-RETURNS TABLE (tenant_id uuid, id uuid)
-LANGUAGE sql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-    WITH v AS (
-        SELECT * FROM jsonb_to_recordset(tries)
-            AS v(tenant_id uuid, id uuid, attempt_id uuid, status text, attempt_status text,
-                 code integer, body text, error text, duration_ms bigint, next_at timestamptz)
-    ), held AS (
-{DELETE}        RETURNING q.tenant_id, q.delivery_id
-    ), done AS (
-        UPDATE webhooks.deliveries d
-           SET status = v.status, attempt_count = d.attempt_count + 1,
-               next_attempt_at = v.next_at, updated_at = now()
-          FROM v JOIN held h ON h.tenant_id = v.tenant_id AND h.delivery_id = v.id
-         WHERE d.tenant_id = v.tenant_id AND d.id = v.id
-        RETURNING d.tenant_id, d.id
-    ), tries AS (
-        INSERT INTO webhooks.attempts (tenant_id, id, delivery_id, status, response_code,
-                                       response_body, error, duration_ms, next_attempt_at)
-        SELECT v.tenant_id, v.attempt_id, v.id, v.attempt_status, v.code, v.body, v.error,
-               v.duration_ms, v.next_at
-          FROM v JOIN done ON done.tenant_id = v.tenant_id AND done.id = v.id
-        RETURNING tenant_id, delivery_id
-    )
-    SELECT t.tenant_id, t.delivery_id FROM tries t
-$fn$;
-"#;
+/// The delete of m0006's record: a join the planner plans.
+const BY_JOIN: &str = "        DELETE FROM webhooks.queue q
+         USING v
+         WHERE q.tenant_id = v.tenant_id AND q.delivery_id = v.id AND q.worker = record_batch.worker
+";
 
 /// The delete of this migration: each try's row looked up by key (`OFFSET 0` keeps the
 /// lookup from being merged into a join the planner may turn into a scan of the whole
@@ -66,11 +35,10 @@ const BY_KEY: &str = "        DELETE FROM webhooks.queue q
            AND q.worker = record_batch.worker
 ";
 
-/// The delete of m0006, as a join the planner plans.
-const BY_JOIN: &str = "        DELETE FROM webhooks.queue q
-         USING v
-         WHERE q.tenant_id = v.tenant_id AND q.delivery_id = v.id AND q.worker = record_batch.worker
-";
+/// m0006's record with the delete by key; everything else is the same.
+fn record() -> String {
+    super::amended(m0006_delivery_queue::RECORD, BY_JOIN, BY_KEY)
+}
 
 // The trait's signature elides the lifetime of SchemaManager; matching it needs the elision.
 #[allow(elided_lifetimes_in_paths)]
@@ -79,7 +47,7 @@ impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         manager
             .get_connection()
-            .execute_unprepared(&RECORD.replace("{DELETE}", BY_KEY))
+            .execute_unprepared(&record())
             .await?;
         Ok(())
     }
@@ -89,8 +57,22 @@ impl MigrationTrait for Migration {
         // so a claim running meanwhile cannot deadlock with the steps after it.
         manager
             .get_connection()
-            .execute_unprepared(&RECORD.replace("{DELETE}", BY_JOIN))
+            .execute_unprepared(m0006_delivery_queue::RECORD)
             .await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_record_differs_from_m0006s_only_in_its_delete() {
+        let sql = super::record();
+        assert!(sql.contains(super::BY_KEY));
+        assert!(!sql.contains("USING v"));
+        assert_eq!(
+            sql.len() + super::BY_JOIN.len() - super::BY_KEY.len(),
+            super::m0006_delivery_queue::RECORD.len()
+        );
     }
 }
