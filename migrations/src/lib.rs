@@ -1,7 +1,7 @@
 //! One sea-orm migrator per service schema, plus the set-up that runs before them:
 //! the database, the runtime group role every service role is a member of, and its grants.
 
-use crm_kit::admin::retry_concurrent;
+use crm_kit::admin::{retry_concurrent, retry_deadlocks};
 /// The trait of the per-schema migrators, for callers that step one back and forth.
 pub use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::sea_orm::{ConnectionTrait, Database, DbErr};
@@ -24,12 +24,12 @@ pub async fn migrate_all(admin_url: &str, runtime_role: &str) -> anyhow::Result<
     crm_kit::admin::ensure_database(admin_url).await?;
     let db = Database::connect(admin_url).await?;
     ensure_roles(&db, runtime_role).await?;
-    identity::Migrator::up(&db, None).await?;
-    accounts::Migrator::up(&db, None).await?;
-    pipeline::Migrator::up(&db, None).await?;
-    webhooks::Migrator::up(&db, None).await?;
-    search::Migrator::up(&db, None).await?;
-    timeline::Migrator::up(&db, None).await?;
+    retry_deadlocks(|| identity::Migrator::up(&db, None)).await?;
+    retry_deadlocks(|| accounts::Migrator::up(&db, None)).await?;
+    retry_deadlocks(|| pipeline::Migrator::up(&db, None)).await?;
+    retry_deadlocks(|| webhooks::Migrator::up(&db, None)).await?;
+    retry_deadlocks(|| search::Migrator::up(&db, None)).await?;
+    retry_deadlocks(|| timeline::Migrator::up(&db, None)).await?;
     db.close().await?;
     Ok(())
 }

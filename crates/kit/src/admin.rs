@@ -137,6 +137,28 @@ where
     }
 }
 
+/// Runs a migration step again when PostgreSQL chose it as the victim of a deadlock: a
+/// service running meanwhile may lock the same tables in another order. Each migration runs
+/// in a transaction of its own, so the one aborted left nothing behind, and the step goes
+/// on from it.
+pub async fn retry_deadlocks<F, Fut, T>(mut f: F) -> Result<T, DbErr>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, DbErr>>,
+{
+    let mut attempt = 0;
+    loop {
+        match f().await {
+            Err(e) if attempt < 5 && e.to_string().contains("deadlock detected") => {
+                attempt += 1;
+                tracing::warn!(error = %e, attempt, "migration step deadlocked; running it again");
+                tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
 fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }

@@ -87,6 +87,7 @@ async fn a_drain_that_runs_out_of_time_hands_deliveries_back() {
 
 #[tokio::test]
 async fn the_delivery_queue_migration_steps_back_and_forth_keeping_leases_and_deliveries() {
+    use crm_kit::admin::retry_deadlocks;
     use crm_migrations::{MigratorTrait, webhooks::Migrator};
     use sea_orm::ConnectionTrait;
 
@@ -122,7 +123,7 @@ async fn the_delivery_queue_migration_steps_back_and_forth_keeping_leases_and_de
     .await;
     // Every step since the lease table (m0005): the queue itself and the claims after it.
     let past_queue = Migrator::migrations().len() as u32 - 5;
-    Migrator::down(&admin, Some(past_queue))
+    retry_deadlocks(|| Migrator::down(&admin, Some(past_queue)))
         .await
         .expect("down");
     assert_eq!(
@@ -130,7 +131,9 @@ async fn the_delivery_queue_migration_steps_back_and_forth_keeping_leases_and_de
         1,
         "the lease is kept in the previous form"
     );
-    Migrator::up(&admin, None).await.expect("up again");
+    retry_deadlocks(|| Migrator::up(&admin, None))
+        .await
+        .expect("up again");
     let ds = app.deliveries(&t, &endpoint).await;
     assert_eq!(ds[0]["status"], "delivering", "still held by the worker");
     app.receiver.open_gate();
@@ -143,7 +146,7 @@ async fn the_delivery_queue_migration_steps_back_and_forth_keeping_leases_and_de
 
     // A delivery queued while the queue is gone is in it after the step forward.
     app.stop_worker().await;
-    Migrator::down(&admin, Some(past_queue))
+    retry_deadlocks(|| Migrator::down(&admin, Some(past_queue)))
         .await
         .expect("down");
     app.team(&t, "Queued While Down").await;
@@ -156,7 +159,9 @@ async fn the_delivery_queue_migration_steps_back_and_forth_keeping_leases_and_de
             .then_some(())
     })
     .await;
-    Migrator::up(&admin, None).await.expect("up again");
+    retry_deadlocks(|| Migrator::up(&admin, None))
+        .await
+        .expect("up again");
     app.restart_worker();
     let ds = eventually("the later delivery is sent", || async {
         let ds = app.deliveries(&t, &endpoint).await;
