@@ -120,28 +120,29 @@ pub async fn ensure_runtime_role(admin: &DatabaseConnection, role: &str) -> Resu
 }
 
 /// Runs a role statement again when a concurrent session changed the same catalog row.
-pub async fn retry_concurrent<F, Fut, T>(mut f: F) -> Result<T, DbErr>
+pub async fn retry_concurrent<F, Fut, T>(f: F) -> Result<T, DbErr>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, DbErr>>,
 {
-    let mut attempt = 0;
-    loop {
-        match f().await {
-            Err(e) if attempt < 10 && e.to_string().contains("concurrently") => {
-                attempt += 1;
-                tokio::time::sleep(std::time::Duration::from_millis(20 * attempt)).await;
-            }
-            other => return other,
-        }
-    }
+    retry_on("concurrently", 10, 20, f).await
 }
 
 /// Runs a migration step again when PostgreSQL chose it as the victim of a deadlock: a
 /// service running meanwhile may lock the same tables in another order. Each migration runs
 /// in a transaction of its own, so the one aborted left nothing behind, and the step goes
 /// on from it.
-pub async fn retry_deadlocks<F, Fut, T>(mut f: F) -> Result<T, DbErr>
+pub async fn retry_deadlocks<F, Fut, T>(f: F) -> Result<T, DbErr>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, DbErr>>,
+{
+    retry_on("deadlock detected", 5, 100, f).await
+}
+
+/// Runs `f` again, up to `tries` more times with a growing pause, while it fails with an
+/// error whose text contains `marker`.
+async fn retry_on<F, Fut, T>(marker: &str, tries: u64, pause_ms: u64, mut f: F) -> Result<T, DbErr>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, DbErr>>,
@@ -149,10 +150,10 @@ where
     let mut attempt = 0;
     loop {
         match f().await {
-            Err(e) if attempt < 5 && e.to_string().contains("deadlock detected") => {
+            Err(e) if attempt < tries && e.to_string().contains(marker) => {
                 attempt += 1;
-                tracing::warn!(error = %e, attempt, "migration step deadlocked; running it again");
-                tokio::time::sleep(std::time::Duration::from_millis(100 * attempt)).await;
+                tracing::info!(error = %e, attempt, "running a statement again");
+                tokio::time::sleep(std::time::Duration::from_millis(pause_ms * attempt)).await;
             }
             other => return other,
         }

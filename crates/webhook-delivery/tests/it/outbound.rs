@@ -122,6 +122,24 @@ async fn redirects_fail_and_are_retried_and_recovered_by_hand() {
     .await;
 }
 
+/// Queues `copies` more due deliveries, an hour old and older than anything new, for each
+/// delivery of the endpoints whose URL meets `url_condition` (SQL on `e.url`).
+async fn backlog(admin: &sea_orm::DatabaseConnection, copies: u32, url_condition: &str) {
+    let sql = format!(
+        "INSERT INTO webhooks.deliveries (tenant_id, id, endpoint_id, event_id, event_type, \
+                                          payload, status, next_attempt_at) \
+         SELECT d.tenant_id, gen_random_uuid(), d.endpoint_id, gen_random_uuid(), d.event_type, \
+                d.payload, 'pending', now() - interval '1 hour' + n * interval '1 ms' \
+           FROM webhooks.deliveries d JOIN webhooks.endpoints e \
+             ON e.tenant_id = d.tenant_id AND e.id = d.endpoint_id \
+          CROSS JOIN generate_series(1, {copies}) n \
+          WHERE e.url {url_condition}"
+    );
+    sea_orm::ConnectionTrait::execute_unprepared(admin, &sql)
+        .await
+        .expect("a backlog");
+}
+
 #[tokio::test]
 async fn a_hanging_endpoint_does_not_delay_another() {
     let app = spawn_with(Options {
@@ -171,19 +189,7 @@ async fn a_backlog_behind_a_hanging_endpoint_does_not_hold_back_another() {
     let admin = sea_orm::Database::connect(&app.admin_url)
         .await
         .expect("admin db");
-    sea_orm::ConnectionTrait::execute_unprepared(
-        &admin,
-        "INSERT INTO webhooks.deliveries (tenant_id, id, endpoint_id, event_id, event_type, \
-                                          payload, status, next_attempt_at) \
-         SELECT d.tenant_id, gen_random_uuid(), d.endpoint_id, gen_random_uuid(), d.event_type, \
-                d.payload, 'pending', now() - interval '1 hour' + n * interval '1 ms' \
-           FROM webhooks.deliveries d JOIN webhooks.endpoints e \
-             ON e.tenant_id = d.tenant_id AND e.id = d.endpoint_id \
-          CROSS JOIN generate_series(1, 3000) n \
-          WHERE e.url LIKE '%/stuck/%'",
-    )
-    .await
-    .expect("a backlog");
+    backlog(&admin, 3000, "LIKE '%/stuck/%'").await;
     let _ = admin.close().await;
     app.team(&t, "Second Team").await;
     eventually("the other endpoint gets the new event", || async {
@@ -229,19 +235,7 @@ async fn a_slot_left_free_by_endpoints_at_their_limit_still_serves_another() {
     let admin = sea_orm::Database::connect(&app.admin_url)
         .await
         .expect("admin db");
-    sea_orm::ConnectionTrait::execute_unprepared(
-        &admin,
-        "INSERT INTO webhooks.deliveries (tenant_id, id, endpoint_id, event_id, event_type, \
-                                          payload, status, next_attempt_at) \
-         SELECT d.tenant_id, gen_random_uuid(), d.endpoint_id, gen_random_uuid(), d.event_type, \
-                d.payload, 'pending', now() - interval '1 hour' + n * interval '1 ms' \
-           FROM webhooks.deliveries d JOIN webhooks.endpoints e \
-             ON e.tenant_id = d.tenant_id AND e.id = d.endpoint_id \
-          CROSS JOIN generate_series(1, 20) n \
-          WHERE e.url NOT LIKE '%/fast/%'",
-    )
-    .await
-    .expect("a backlog");
+    backlog(&admin, 20, "NOT LIKE '%/fast/%'").await;
     // The worker holds four rounds per endpoint: 2 × 8 of the 20 it may hold.
     eventually("the worker holds what it may of the backlog", || async {
         let row = sea_orm::ConnectionTrait::query_one_raw(
