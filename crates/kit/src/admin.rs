@@ -131,7 +131,8 @@ where
 /// Runs a migration step again when PostgreSQL chose it as the victim of a deadlock: a
 /// service running meanwhile may lock the same tables in another order. Each migration runs
 /// in a transaction of its own, so the one aborted left nothing behind, and the step goes
-/// on from it.
+/// on from it. The step must name where it ends (up to the latest, say), not a number of
+/// steps from wherever it is: a try that fails may have applied some migrations.
 pub async fn retry_deadlocks<F, Fut, T>(f: F) -> Result<T, DbErr>
 where
     F: FnMut() -> Fut,
