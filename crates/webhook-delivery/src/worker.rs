@@ -322,12 +322,8 @@ impl Worker {
             } else if idle_since.is_none() {
                 idle_since = Some(Instant::now());
             }
-            let may_claim = look && claim.is_none() && room > 0;
-            // What is left of that grace, while a claim could serve the idle slot.
-            let idle_wait = idle_since
-                .filter(|_| may_claim)
-                .map(|t| IDLE_GRACE.saturating_sub(t.elapsed()));
-            if may_claim && (room >= concurrency || idle_wait == Some(Duration::ZERO)) {
+            let idle_long = idle_since.is_some_and(|t| t.elapsed() >= IDLE_GRACE);
+            if look && claim.is_none() && (room >= concurrency || (room > 0 && idle_long)) {
                 let asked = room.min(MAX_BATCH);
                 idle_since = None;
                 let (worker, busy) = (self.clone(), inflight.held_per_endpoint());
@@ -337,8 +333,10 @@ impl Worker {
                         .await
                 }));
             }
-            // A claim under way serves the idle slot; nothing is left to wait for.
-            let idle_wait = idle_wait.filter(|_| claim.is_none());
+            // What is left of the grace of an idle slot that the next claim may serve.
+            let idle_wait = idle_since
+                .filter(|_| look && claim.is_none() && room > 0)
+                .map(|t| IDLE_GRACE.saturating_sub(t.elapsed()));
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 result = async { claim.as_mut().expect("a claim").await }, if claim.is_some() => {
