@@ -15,8 +15,14 @@
 //! Rows enter the queue by triggers on `deliveries`: when a delivery is inserted pending, and
 //! when an update makes it pending or moves its next try (manual retry, recover, a retry
 //! recorded), so every writer of `deliveries`, a service of the previous version during a
-//! rolling update included, keeps the queue whole. `webhooks.leases` stays, empty, for a
-//! service of the previous version that still reads it.
+//! rolling update included, keeps the queue whole.
+//!
+//! `webhooks.leases` stays for a claim or record of the previous version that began before
+//! this step commits and waited for its locks: it runs its own body against the new tables.
+//! Live leases stay in it until they run out, so such a claim skips what is in flight and
+//! such a record finds its lease; triggers carry its writes into the queue: a lease it takes
+//! holds the queue row too, or is refused where another worker holds that row, and a lease
+//! it deletes frees the queue row, due when the delivery now is.
 
 use sea_orm_migration::prelude::*;
 
@@ -106,7 +112,55 @@ SELECT d.tenant_id, d.id, d.endpoint_id, COALESCE(d.next_attempt_at, now()),
   LEFT JOIN webhooks.leases l ON l.tenant_id = d.tenant_id AND l.delivery_id = d.id
  WHERE d.status = 'pending'
 ON CONFLICT DO NOTHING;
-DELETE FROM webhooks.leases;
+DELETE FROM webhooks.leases WHERE until <= now();
+
+-- A lease the previous claim takes holds the queue row as well, if that row is free or
+-- already the same worker's; otherwise the lease is refused and the claim leaves the
+-- delivery alone. (A BEFORE INSERT trigger also runs for a row that then meets a lease
+-- already there; a live one is on the queue row too, so it is refused here as well.)
+CREATE OR REPLACE FUNCTION webhooks.lease_into_queue()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    UPDATE webhooks.queue q SET worker = NEW.worker, lease_until = NEW.until
+     WHERE q.tenant_id = NEW.tenant_id AND q.delivery_id = NEW.delivery_id
+       AND (q.lease_until IS NULL OR q.lease_until <= now() OR q.worker = NEW.worker);
+    IF FOUND THEN
+        RETURN NEW;
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+REVOKE ALL ON FUNCTION webhooks.lease_into_queue() FROM PUBLIC;
+
+-- A lease the previous record or release deletes frees the queue row it holds (the same
+-- worker and time: a lease purged long after leaves a later one alone), due when the
+-- delivery now is.
+CREATE OR REPLACE FUNCTION webhooks.lease_out_of_queue()
+RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+BEGIN
+    UPDATE webhooks.queue q
+       SET worker = NULL, lease_until = NULL, at = COALESCE(d.next_attempt_at, q.at)
+      FROM webhooks.deliveries d
+     WHERE q.tenant_id = OLD.tenant_id AND q.delivery_id = OLD.delivery_id
+       AND q.worker = OLD.worker AND q.lease_until = OLD.until
+       AND d.tenant_id = q.tenant_id AND d.id = q.delivery_id;
+    RETURN NULL;
+END
+$fn$;
+REVOKE ALL ON FUNCTION webhooks.lease_out_of_queue() FROM PUBLIC;
+
+DROP TRIGGER IF EXISTS lease_taken ON webhooks.leases;
+CREATE TRIGGER lease_taken BEFORE INSERT OR UPDATE ON webhooks.leases
+    FOR EACH ROW EXECUTE FUNCTION webhooks.lease_into_queue();
+DROP TRIGGER IF EXISTS lease_given_back ON webhooks.leases;
+CREATE TRIGGER lease_given_back AFTER DELETE ON webhooks.leases
+    FOR EACH ROW EXECUTE FUNCTION webhooks.lease_out_of_queue();
 
 -- The queue finds what is due; `deliveries` needs no index on it, and its rows keep room
 -- for the record's update to stay on their page.
@@ -248,13 +302,18 @@ $fn$;
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         let db = manager.get_connection();
-        // Live leases go back to the lease table; the due index comes back.
+        // The queue holds every lease: its live ones make the lease table again. The due
+        // index comes back.
         db.execute_unprepared(
-            "INSERT INTO webhooks.leases (tenant_id, delivery_id, worker, until)
+            "DROP TRIGGER IF EXISTS lease_taken ON webhooks.leases;
+             DROP TRIGGER IF EXISTS lease_given_back ON webhooks.leases;
+             DROP FUNCTION IF EXISTS webhooks.lease_into_queue();
+             DROP FUNCTION IF EXISTS webhooks.lease_out_of_queue();
+             DELETE FROM webhooks.leases;
+             INSERT INTO webhooks.leases (tenant_id, delivery_id, worker, until)
              SELECT q.tenant_id, q.delivery_id, q.worker, q.lease_until
                FROM webhooks.queue q
-              WHERE q.worker IS NOT NULL AND q.lease_until > now()
-             ON CONFLICT DO NOTHING;
+              WHERE q.worker IS NOT NULL AND q.lease_until > now();
              DROP TRIGGER IF EXISTS queue_inserted ON webhooks.deliveries;
              DROP TRIGGER IF EXISTS queue_rescheduled ON webhooks.deliveries;
              DROP FUNCTION IF EXISTS webhooks.queue_delivery();

@@ -85,6 +85,26 @@ async fn a_drain_that_runs_out_of_time_hands_deliveries_back() {
     );
 }
 
+/// What a claim of the lease table's version (m0005) writes: a lease for every queued
+/// delivery, taken over where a lease has run out. Such a claim can still be running as the
+/// step to the queue commits.
+const PREVIOUS_CLAIM: &str = "WITH taken AS (
+    INSERT INTO webhooks.leases AS l (tenant_id, delivery_id, worker, until)
+    SELECT q.tenant_id, q.delivery_id, '00000000-0000-0000-0000-0000000000f5',
+           now() + interval '1 minute'
+      FROM webhooks.queue q
+    ON CONFLICT (tenant_id, delivery_id) DO UPDATE
+       SET worker = excluded.worker, until = excluded.until
+     WHERE l.until <= now()
+    RETURNING 1)
+    SELECT count(*) AS n FROM taken";
+
+/// What that version's release writes for the same worker.
+const PREVIOUS_RELEASE: &str = "WITH released AS (
+    DELETE FROM webhooks.leases l WHERE l.worker = '00000000-0000-0000-0000-0000000000f5'
+    RETURNING 1)
+    SELECT count(*) AS n FROM released";
+
 #[tokio::test]
 async fn the_delivery_queue_migration_steps_back_and_forth_keeping_leases_and_deliveries() {
     use crm_kit::admin::retry_deadlocks;
@@ -142,13 +162,24 @@ async fn the_delivery_queue_migration_steps_back_and_forth_keeping_leases_and_de
         .expect("up again");
     let ds = app.deliveries(&t, &endpoint).await;
     assert_eq!(ds[0]["status"], "delivering", "still held by the worker");
-    app.receiver.open_gate();
-    eventually("the held try is recorded", || async {
-        let ds = app.deliveries(&t, &endpoint).await;
-        (ds[0]["status"] == "succeeded").then_some(())
+    // A second try goes in flight after the step forward, its lease on the queue alone.
+    app.team(&t, "Second Held Team").await;
+    eventually("the second try is in flight", || async {
+        (app.receiver.hanging("gated") == 2).then_some(())
     })
     .await;
-    assert_eq!(app.receiver.hits("gated").len(), 1, "sent once");
+    assert_eq!(
+        count(PREVIOUS_CLAIM).await,
+        0,
+        "a claim of the previous version takes neither try in flight"
+    );
+    app.receiver.open_gate();
+    eventually("the held tries are recorded", || async {
+        let ds = app.deliveries(&t, &endpoint).await;
+        (ds.len() == 2 && ds.iter().all(|d| d["status"] == "succeeded")).then_some(())
+    })
+    .await;
+    assert_eq!(app.receiver.hits("gated").len(), 2, "each sent once");
 
     // A delivery queued while the queue is gone is in it after the step forward.
     app.stop_worker().await;
@@ -166,13 +197,26 @@ async fn the_delivery_queue_migration_steps_back_and_forth_keeping_leases_and_de
     retry_deadlocks(|| Migrator::up(&admin, None))
         .await
         .expect("up again");
+    // A claim of the previous version after the step forward holds the queued delivery,
+    // and its release hands it back.
+    assert_eq!(count(PREVIOUS_CLAIM).await, 1, "the free delivery is taken");
+    let queued = |ds: Vec<serde_json::Value>| {
+        ds.into_iter()
+            .find(|d| d["payload"].to_string().contains("Queued While Down"))
+            .expect("the queued delivery")
+    };
+    let d = queued(app.deliveries(&t, &endpoint).await);
+    assert_eq!(d["status"], "delivering", "held in the queue too");
+    assert_eq!(count(PREVIOUS_RELEASE).await, 1);
+    let d = queued(app.deliveries(&t, &endpoint).await);
+    assert_eq!(d["status"], "pending", "free again");
     app.restart_worker();
     let ds = eventually("the later delivery is sent", || async {
         let ds = app.deliveries(&t, &endpoint).await;
-        (ds.len() == 2 && ds.iter().all(|d| d["status"] == "succeeded")).then_some(ds)
+        (ds.len() == 3 && ds.iter().all(|d| d["status"] == "succeeded")).then_some(ds)
     })
     .await;
     assert!(ds.iter().all(|d| d["attemptCount"] == 1));
-    assert_eq!(app.receiver.hits("gated").len(), 2);
+    assert_eq!(app.receiver.hits("gated").len(), 3);
     let _ = admin.close().await;
 }
