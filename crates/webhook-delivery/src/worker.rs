@@ -1,5 +1,5 @@
 //! The delivery worker: claims due deliveries of every tenant in batches (SKIP LOCKED,
-//! leased to this worker, never more than a few in flight per endpoint), a round ahead of
+//! leased to this worker, never more than a few in flight per endpoint), rounds ahead of
 //! the tries in flight so that a freed slot need not wait for a claim, signs and sends them
 //! over pooled connections, and records the tries in batches. A worker that dies
 //! mid-try loses nothing: its leases run out and the deliveries are tried again, with the
@@ -40,8 +40,11 @@ const RESPONSE_PREFIX: usize = 1024;
 const MAX_BATCH: usize = 500;
 /// Rounds of tries a worker holds, overall and per endpoint: the round in flight and the
 /// rounds claimed ahead that wait for a slot. A claimed delivery may wait out one try per
-/// round ahead before its own, which the lease covers.
-pub(crate) const ROUNDS_HELD: u32 = 2;
+/// round ahead before its own, which the lease covers. Holding three rounds ahead lets each
+/// claim wait for a round's worth of room and still leave no slot idle.
+pub(crate) const ROUNDS_HELD: u32 = 4;
+/// Longest a slot waits idle for the next claim while less than a round has room.
+const IDLE_GRACE: Duration = Duration::from_millis(20);
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 /// Finished tries waiting to be recorded before senders wait.
 const RECORD_QUEUE: usize = 8192;
@@ -293,11 +296,13 @@ impl Worker {
         let mut last_purge: Option<Instant> = None;
         let mut poll = tokio::time::interval(settings.poll_interval);
         poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // The claim under way. It runs beside the tries and claims a round ahead of them, so
+        // The claim under way. It runs beside the tries and claims rounds ahead of them, so
         // that a slot that frees up finds its next delivery already claimed.
         let mut claim: Option<JoinHandle<anyhow::Result<Vec<Claimed>>>> = None;
         // Whether a claim may find something: after a wake-up, or while claims find work.
         let mut look = true;
+        // Since when a slot has been idle with a claim not under way.
+        let mut idle_since: Option<Instant> = None;
         while !cancel.is_cancelled() {
             if listener.is_none() {
                 listener = self.listen().await;
@@ -309,8 +314,22 @@ impl Worker {
             inflight.start_ready(&self.inner, concurrency, per_endpoint);
             let rounds = ROUNDS_HELD as usize;
             let room = (rounds * concurrency).saturating_sub(inflight.held());
-            if look && claim.is_none() && room > 0 {
+            // A claim waits until a whole round has room, so that each carries many rows.
+            // A slot left idle for want of a delivery it may start (those held wait for
+            // endpoints at their limit) waits at most `IDLE_GRACE` for the next claim.
+            if inflight.len() >= concurrency {
+                idle_since = None;
+            } else if idle_since.is_none() {
+                idle_since = Some(Instant::now());
+            }
+            let may_claim = look && claim.is_none() && room > 0;
+            // What is left of that grace, while a claim could serve the idle slot.
+            let idle_wait = idle_since
+                .filter(|_| may_claim)
+                .map(|t| IDLE_GRACE.saturating_sub(t.elapsed()));
+            if may_claim && (room >= concurrency || idle_wait == Some(Duration::ZERO)) {
                 let asked = room.min(MAX_BATCH);
+                idle_since = None;
                 let (worker, busy) = (self.clone(), inflight.held_per_endpoint());
                 claim = Some(tokio::spawn(async move {
                     worker
@@ -318,6 +337,8 @@ impl Worker {
                         .await
                 }));
             }
+            // A claim under way serves the idle slot; nothing is left to wait for.
+            let idle_wait = idle_wait.filter(|_| claim.is_none());
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 result = async { claim.as_mut().expect("a claim").await }, if claim.is_some() => {
@@ -359,6 +380,7 @@ impl Worker {
                     look = true;
                 }
                 _ = poll.tick() => look = true,
+                _ = tokio::time::sleep(idle_wait.unwrap_or_default()), if idle_wait.is_some() => {}
             }
         }
         // A claim under way finishes; what it and the earlier claims leased but did not

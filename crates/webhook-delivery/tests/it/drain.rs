@@ -63,7 +63,7 @@ async fn a_drain_that_runs_out_of_time_hands_deliveries_back() {
     assert_eq!(ds.len(), 1);
     assert_eq!(
         ds[0]["status"], "pending",
-        "handed back, not left leased for the lease's 125 seconds"
+        "handed back, not left leased for the lease's 245 seconds"
     );
     assert_eq!(ds[0]["attemptCount"], 0, "an abandoned try is not a try");
 

@@ -207,6 +207,62 @@ async fn a_backlog_behind_a_hanging_endpoint_does_not_hold_back_another() {
 }
 
 #[tokio::test]
+async fn a_slot_left_free_by_endpoints_at_their_limit_still_serves_another() {
+    // Five slots, two per endpoint: two hanging endpoints fill four, and what the worker
+    // holds for them ahead leaves less than a round of room.
+    let app = spawn_with(Options {
+        extra_env: vec![
+            ("CRM_WEBHOOK_TIMEOUT_SECS", "60".into()),
+            ("CRM_WEBHOOK_CONCURRENCY", "5".into()),
+        ],
+    })
+    .await;
+    let t = app.signup().await;
+    for name in ["stuck", "stalled"] {
+        app.endpoint(&t, &app.receiver.url(name, "0"), &["team.created"])
+            .await;
+    }
+    app.endpoint(&t, &app.receiver.url("fast", "200"), &["team.created"])
+        .await;
+    app.team(&t, "First Team").await;
+    eventually("both slow endpoints hold a try", || async {
+        (app.receiver.hanging("stuck") > 0
+            && app.receiver.hanging("stalled") > 0
+            && app.receiver.hits("fast").len() == 1)
+            .then_some(())
+    })
+    .await;
+    let admin = sea_orm::Database::connect(&app.admin_url)
+        .await
+        .expect("admin db");
+    backlog(&admin, 20, "NOT LIKE '%/fast/%'").await;
+    // The worker holds four rounds per endpoint: 2 × 8 of the 20 it may hold.
+    eventually("the worker holds what it may of the backlog", || async {
+        let row = sea_orm::ConnectionTrait::query_one_raw(
+            &admin,
+            sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SELECT count(*) AS n FROM webhooks.queue WHERE lease_until > now()",
+            ),
+        )
+        .await
+        .expect("leases")?;
+        (row.try_get::<i64>("", "n").expect("n") == 16).then_some(())
+    })
+    .await;
+    let _ = admin.close().await;
+    app.team(&t, "Second Team").await;
+    eventually("the free slot sends the new event", || async {
+        (app.receiver.hits("fast").len() == 2).then_some(())
+    })
+    .await;
+    assert!(
+        app.receiver.hanging("stuck") > 0 && app.receiver.hanging("stalled") > 0,
+        "the slow endpoints are still hanging meanwhile"
+    );
+}
+
+#[tokio::test]
 async fn a_delivery_survives_the_worker_dying_mid_flight() {
     let app = spawn().await;
     let t = app.signup().await;
