@@ -220,3 +220,108 @@ async fn the_delivery_queue_migration_steps_back_and_forth_keeping_leases_and_de
     assert_eq!(app.receiver.hits("gated").len(), 3);
     let _ = admin.close().await;
 }
+
+/// A migration step that PostgreSQL aborts as the victim of a deadlock runs again, and its
+/// second try commits: nothing of the aborted one is left, and nothing is applied twice.
+#[tokio::test]
+async fn a_step_chosen_as_a_deadlock_victim_runs_again_once() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use crm_kit::admin::retry_deadlocks;
+    use sea_orm::{ConnectionTrait, DbErr, TransactionTrait};
+
+    let app = spawn_with(Options::default()).await;
+    let admin = sea_orm::Database::connect(&app.admin_url)
+        .await
+        .expect("admin db");
+    admin
+        .execute_unprepared(
+            "CREATE TABLE public.pair (id integer PRIMARY KEY, n integer NOT NULL);
+             INSERT INTO public.pair VALUES (1, 0), (2, 0);",
+        )
+        .await
+        .expect("table");
+    // The other session holds row 2, then waits for row 1 once told to.
+    let other = sea_orm::Database::connect(&app.admin_url)
+        .await
+        .expect("other db");
+    let (held_tx, held_rx) = tokio::sync::oneshot::channel::<()>();
+    let (go_tx, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let session = tokio::spawn(async move {
+        let tx = other.begin().await?;
+        tx.execute_unprepared("UPDATE public.pair SET n = n + 1 WHERE id = 2")
+            .await?;
+        let _ = held_tx.send(());
+        let _ = go_rx.await;
+        tx.execute_unprepared("UPDATE public.pair SET n = n + 1 WHERE id = 1")
+            .await?;
+        tx.commit().await?;
+        Ok::<_, DbErr>(())
+    });
+    held_rx.await.expect("row 2 held");
+
+    let tries = AtomicUsize::new(0);
+    let mut go = Some(go_tx);
+    retry_deadlocks(|| {
+        let (admin, tries, go) = (&admin, &tries, go.take());
+        async move {
+            tries.fetch_add(1, Ordering::SeqCst);
+            let tx = admin.begin().await?;
+            // This session checks for a deadlock first, so it is the one aborted.
+            tx.execute_unprepared("SET LOCAL deadlock_timeout = '10ms'")
+                .await?;
+            tx.execute_unprepared("UPDATE public.pair SET n = n + 10 WHERE id = 1")
+                .await?;
+            if let Some(go) = go {
+                let _ = go.send(());
+                eventually("the other session waits for row 1", || async {
+                    let waiting = admin
+                        .query_one_raw(sea_orm::Statement::from_string(
+                            sea_orm::DatabaseBackend::Postgres,
+                            "SELECT count(*) AS n FROM pg_stat_activity \
+                             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                        ))
+                        .await
+                        .expect("locks")
+                        .expect("a row")
+                        .try_get::<i64>("", "n")
+                        .expect("n");
+                    (waiting > 0).then_some(())
+                })
+                .await;
+            }
+            match tx
+                .execute_unprepared("UPDATE public.pair SET n = n + 10 WHERE id = 2")
+                .await
+            {
+                Ok(_) => tx.commit().await,
+                Err(e) => {
+                    let _ = tx.rollback().await;
+                    Err(e)
+                }
+            }
+        }
+    })
+    .await
+    .expect("the second try commits");
+    session.await.expect("session").expect("the other commits");
+
+    assert_eq!(
+        tries.load(Ordering::SeqCst),
+        2,
+        "aborted once, then run again"
+    );
+    let rows = admin
+        .query_all_raw(sea_orm::Statement::from_string(
+            sea_orm::DatabaseBackend::Postgres,
+            "SELECT n FROM public.pair ORDER BY id",
+        ))
+        .await
+        .expect("rows");
+    let n: Vec<i32> = rows
+        .iter()
+        .map(|r| r.try_get::<i32>("", "n").expect("n"))
+        .collect();
+    assert_eq!(n, vec![11, 11], "each session's changes once");
+    let _ = admin.close().await;
+}
