@@ -454,46 +454,59 @@ pub struct AttemptOutcome {
 
 /// Records tries of any tenant and settles or reschedules their deliveries, in one
 /// statement; only deliveries still leased to `worker` are recorded, and those are returned.
-pub async fn record_batch<C: ConnectionTrait>(
-    conn: &C,
+/// The tries go as one array per column.
+pub async fn record_tries(
+    pool: &sqlx::PgPool,
     worker: Uuid,
     items: &[(TenantId, Uuid, &AttemptOutcome)],
-) -> Result<std::collections::HashSet<Uuid>, DbErr> {
+) -> Result<std::collections::HashSet<Uuid>, sqlx::Error> {
     if items.is_empty() {
         return Ok(Default::default());
     }
-    let rows: Vec<serde_json::Value> = items
-        .iter()
-        .map(|(tenant, id, o)| {
-            let status = match (o.succeeded, o.next_attempt_at) {
-                (true, _) => "succeeded",
-                (false, Some(_)) => "pending",
-                (false, None) => "failed",
-            };
-            serde_json::json!({
-                "tenant_id": tenant.uuid(),
-                "id": id,
-                "attempt_id": Uuid::now_v7(),
-                "status": status,
-                "attempt_status": if o.succeeded { "succeeded" } else { "failed" },
-                "code": o.response_code,
-                "body": o.response_body,
-                "error": o.error,
-                "duration_ms": o.duration_ms,
-                "next_at": o.next_attempt_at,
-            })
-        })
-        .collect();
-    let recorded = conn
-        .query_all_raw(stmt(
-            "SELECT id FROM webhooks.record_batch($1, $2)",
-            [worker.into(), serde_json::Value::Array(rows).into()],
-        ))
-        .await?;
-    recorded
-        .iter()
-        .map(|r| r.try_get::<Uuid>("", "id"))
-        .collect()
+    let n = items.len();
+    let mut tenants = Vec::with_capacity(n);
+    let mut ids = Vec::with_capacity(n);
+    let mut attempt_ids = Vec::with_capacity(n);
+    let mut statuses = Vec::with_capacity(n);
+    let mut attempt_statuses = Vec::with_capacity(n);
+    let mut codes = Vec::with_capacity(n);
+    let mut bodies = Vec::with_capacity(n);
+    let mut errors = Vec::with_capacity(n);
+    let mut durations = Vec::with_capacity(n);
+    let mut next_ats = Vec::with_capacity(n);
+    for (tenant, id, o) in items {
+        tenants.push(tenant.uuid());
+        ids.push(*id);
+        attempt_ids.push(Uuid::now_v7());
+        statuses.push(match (o.succeeded, o.next_attempt_at) {
+            (true, _) => "succeeded",
+            (false, Some(_)) => "pending",
+            (false, None) => "failed",
+        });
+        attempt_statuses.push(if o.succeeded { "succeeded" } else { "failed" });
+        codes.push(o.response_code);
+        bodies.push(o.response_body.as_str());
+        errors.push(o.error.as_str());
+        durations.push(o.duration_ms);
+        next_ats.push(o.next_attempt_at);
+    }
+    let recorded: Vec<(Uuid,)> = sqlx::query_as(
+        "SELECT id FROM webhooks.record_tries($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(worker)
+    .bind(tenants)
+    .bind(ids)
+    .bind(attempt_ids)
+    .bind(statuses)
+    .bind(attempt_statuses)
+    .bind(codes)
+    .bind(bodies)
+    .bind(errors)
+    .bind(durations)
+    .bind(next_ats)
+    .fetch_all(pool)
+    .await?;
+    Ok(recorded.into_iter().map(|(id,)| id).collect())
 }
 
 pub async fn insert_source(

@@ -706,8 +706,8 @@ impl Inner {
     /// Records finished tries in one statement, then the endpoints' health where it
     /// changes; a batch that cannot be recorded is tried again once its leases run out.
     async fn record(&self, token: Uuid, done: Vec<Done>) {
-        let recorded = match store::record_batch(
-            self.db.conn(),
+        let recorded = match store::record_tries(
+            self.db.pg_pool(),
             token,
             &done
                 .iter()

@@ -36,7 +36,7 @@ const BY_KEY: &str = "        DELETE FROM webhooks.queue q
 ";
 
 /// m0006's record with the delete by key; everything else is the same.
-fn record() -> String {
+pub(super) fn record() -> String {
     super::amended(m0006_delivery_queue::RECORD, BY_JOIN, BY_KEY)
 }
 

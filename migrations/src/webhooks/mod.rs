@@ -11,6 +11,7 @@ mod m0006_delivery_queue;
 mod m0007_claim_past_backlogs;
 mod m0008_claim_full_batches_in_order;
 mod m0009_record_through_the_key;
+mod m0010_record_from_arrays;
 
 /// `earlier` (the text of an applied migration) with `from` replaced by `to`: how a later
 /// migration states a change to a function without copying the rest of it.
@@ -42,6 +43,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0007_claim_past_backlogs::Migration),
             Box::new(m0008_claim_full_batches_in_order::Migration),
             Box::new(m0009_record_through_the_key::Migration),
+            Box::new(m0010_record_from_arrays::Migration),
         ]
     }
 }
