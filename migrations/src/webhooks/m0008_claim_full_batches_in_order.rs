@@ -26,7 +26,7 @@ const BEFORE: &str =
 const AFTER: &str = "IF coalesce(cardinality(ids), 0) < batch AND past_budget THEN";
 
 /// m0007's claim with the narrower condition; everything else is the same.
-fn claim() -> String {
+pub(super) fn claim() -> String {
     super::amended(m0007_claim_past_backlogs::CLAIM, BEFORE, AFTER)
 }
 

@@ -12,6 +12,7 @@ mod m0007_claim_past_backlogs;
 mod m0008_claim_full_batches_in_order;
 mod m0009_record_through_the_key;
 mod m0010_record_from_arrays;
+mod m0011_claim_returns_what_it_leased;
 
 /// `earlier` (the text of an applied migration) with `from` replaced by `to`: how a later
 /// migration states a change to a function without copying the rest of it.
@@ -44,6 +45,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0008_claim_full_batches_in_order::Migration),
             Box::new(m0009_record_through_the_key::Migration),
             Box::new(m0010_record_from_arrays::Migration),
+            Box::new(m0011_claim_returns_what_it_leased::Migration),
         ]
     }
 }
