@@ -35,21 +35,13 @@ pub(super) fn claim() -> String {
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(&claim())
-            .await?;
-        Ok(())
+        super::execute(manager, &claim()).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         // Only the function: stepping back takes no lock on the queue here, so a claim
         // running meanwhile cannot deadlock with the steps after it.
-        manager
-            .get_connection()
-            .execute_unprepared(m0007_claim_past_backlogs::CLAIM)
-            .await?;
-        Ok(())
+        super::execute(manager, m0007_claim_past_backlogs::CLAIM).await
     }
 }
 

@@ -45,21 +45,13 @@ pub(super) fn record() -> String {
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(&record())
-            .await?;
-        Ok(())
+        super::execute(manager, &record()).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         // Only the function, as m0006 had it: stepping back takes no lock on the queue here,
         // so a claim running meanwhile cannot deadlock with the steps after it.
-        manager
-            .get_connection()
-            .execute_unprepared(m0006_delivery_queue::RECORD)
-            .await?;
-        Ok(())
+        super::execute(manager, m0006_delivery_queue::RECORD).await
     }
 }
 

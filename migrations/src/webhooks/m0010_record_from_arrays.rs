@@ -61,16 +61,11 @@ fn record() -> String {
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(&record())
-            .await?;
-        Ok(())
+        super::execute(manager, &record()).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager.get_connection().execute_unprepared(DROP).await?;
-        Ok(())
+        super::execute(manager, DROP).await
     }
 }
 

@@ -52,21 +52,13 @@ fn claim() -> String {
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
-        manager
-            .get_connection()
-            .execute_unprepared(&claim())
-            .await?;
-        Ok(())
+        super::execute(manager, &claim()).await
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         // Only the function: stepping back takes no lock on the queue here, so a claim
         // running meanwhile cannot deadlock with the steps after it.
-        manager
-            .get_connection()
-            .execute_unprepared(&m0008_claim_full_batches_in_order::claim())
-            .await?;
-        Ok(())
+        super::execute(manager, &m0008_claim_full_batches_in_order::claim()).await
     }
 }
 

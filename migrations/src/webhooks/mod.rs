@@ -24,6 +24,12 @@ fn amended(earlier: &str, from: &str, to: &str) -> String {
     earlier.replace(from, to)
 }
 
+/// Runs the SQL of a migration step (one or more statements).
+async fn execute(manager: &SchemaManager<'_>, sql: &str) -> Result<(), DbErr> {
+    manager.get_connection().execute_unprepared(sql).await?;
+    Ok(())
+}
+
 /// Migrates the `webhooks` schema.
 pub struct Migrator;
 
