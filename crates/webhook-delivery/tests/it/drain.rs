@@ -1,7 +1,7 @@
 //! A worker stopped by a deploy drains: tries in flight finish and are recorded, nothing is
 //! sent twice, and what cannot finish in time is handed back at once.
 
-use crate::helpers::{Options, eventually, spawn_with};
+use crate::helpers::{Options, count, eventually, spawn_with};
 
 #[tokio::test]
 async fn a_stopping_worker_finishes_and_records_tries_in_flight() {
@@ -109,27 +109,11 @@ const PREVIOUS_RELEASE: &str = "WITH released AS (
 async fn the_delivery_queue_migration_steps_back_and_forth_keeping_leases_and_deliveries() {
     use crm_kit::admin::retry_deadlocks;
     use crm_migrations::{MigratorTrait, webhooks::Migrator};
-    use sea_orm::ConnectionTrait;
 
     let app = spawn_with(Options::default()).await;
     let admin = sea_orm::Database::connect(&app.admin_url)
         .await
         .expect("admin db");
-    let count = |sql: &'static str| {
-        let admin = &admin;
-        async move {
-            admin
-                .query_one_raw(sea_orm::Statement::from_string(
-                    sea_orm::DatabaseBackend::Postgres,
-                    sql,
-                ))
-                .await
-                .expect("count")
-                .expect("a row")
-                .try_get::<i64>("", "n")
-                .expect("n")
-        }
-    };
     let t = app.signup().await;
     let (endpoint, _) = app
         .endpoint(&t, &app.receiver.url("gated", "1"), &["team.created"])
@@ -153,7 +137,7 @@ async fn the_delivery_queue_migration_steps_back_and_forth_keeping_leases_and_de
     };
     retry_deadlocks(step_back).await.expect("down");
     assert_eq!(
-        count("SELECT count(*) AS n FROM webhooks.leases").await,
+        count(&admin, "SELECT count(*) AS n FROM webhooks.leases").await,
         1,
         "the lease is kept in the previous form"
     );
@@ -169,7 +153,7 @@ async fn the_delivery_queue_migration_steps_back_and_forth_keeping_leases_and_de
     })
     .await;
     assert_eq!(
-        count(PREVIOUS_CLAIM).await,
+        count(&admin, PREVIOUS_CLAIM).await,
         0,
         "a claim of the previous version takes neither try in flight"
     );
@@ -186,12 +170,13 @@ async fn the_delivery_queue_migration_steps_back_and_forth_keeping_leases_and_de
     retry_deadlocks(step_back).await.expect("down");
     app.team(&t, "Queued While Down").await;
     eventually("the fan-out stores the delivery", || async {
-        (count(
-            "SELECT count(*) AS n FROM webhooks.deliveries WHERE payload LIKE '%Queued While Down%'",
+        let stored = count(
+            &admin,
+            "SELECT count(*) AS n FROM webhooks.deliveries \
+             WHERE payload LIKE '%Queued While Down%'",
         )
-        .await
-            == 1)
-            .then_some(())
+        .await;
+        (stored == 1).then_some(())
     })
     .await;
     retry_deadlocks(|| Migrator::up(&admin, None))
@@ -199,7 +184,11 @@ async fn the_delivery_queue_migration_steps_back_and_forth_keeping_leases_and_de
         .expect("up again");
     // A claim of the previous version after the step forward holds the queued delivery,
     // and its release hands it back.
-    assert_eq!(count(PREVIOUS_CLAIM).await, 1, "the free delivery is taken");
+    assert_eq!(
+        count(&admin, PREVIOUS_CLAIM).await,
+        1,
+        "the free delivery is taken"
+    );
     let queued = |ds: Vec<serde_json::Value>| {
         ds.into_iter()
             .find(|d| d["payload"].to_string().contains("Queued While Down"))
@@ -207,7 +196,7 @@ async fn the_delivery_queue_migration_steps_back_and_forth_keeping_leases_and_de
     };
     let d = queued(app.deliveries(&t, &endpoint).await);
     assert_eq!(d["status"], "delivering", "held in the queue too");
-    assert_eq!(count(PREVIOUS_RELEASE).await, 1);
+    assert_eq!(count(&admin, PREVIOUS_RELEASE).await, 1);
     let d = queued(app.deliveries(&t, &endpoint).await);
     assert_eq!(d["status"], "pending", "free again");
     app.restart_worker();
@@ -275,17 +264,12 @@ async fn a_step_chosen_as_a_deadlock_victim_runs_again_once() {
             if let Some(go) = go {
                 let _ = go.send(());
                 eventually("the other session waits for row 1", || async {
-                    let waiting = admin
-                        .query_one_raw(sea_orm::Statement::from_string(
-                            sea_orm::DatabaseBackend::Postgres,
-                            "SELECT count(*) AS n FROM pg_stat_activity \
-                             WHERE datname = current_database() AND wait_event_type = 'Lock'",
-                        ))
-                        .await
-                        .expect("locks")
-                        .expect("a row")
-                        .try_get::<i64>("", "n")
-                        .expect("n");
+                    let waiting = count(
+                        admin,
+                        "SELECT count(*) AS n FROM pg_stat_activity \
+                         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                    )
+                    .await;
                     (waiting > 0).then_some(())
                 })
                 .await;

@@ -518,6 +518,19 @@ impl TestStack {
     }
 }
 
+/// The number in column `n` of the one row `sql` returns.
+pub async fn count(db: &sea_orm::DatabaseConnection, sql: &str) -> i64 {
+    sea_orm::ConnectionTrait::query_one_raw(
+        db,
+        sea_orm::Statement::from_string(sea_orm::DatabaseBackend::Postgres, sql),
+    )
+    .await
+    .expect("count")
+    .expect("a row")
+    .try_get::<i64>("", "n")
+    .expect("n")
+}
+
 /// Polls `f` every 100 ms until it gives a value; fails after 30 s.
 pub async fn eventually<T, F, Fut>(what: &str, mut f: F) -> T
 where

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Options, eventually, fields, problem, spawn, spawn_with};
+use crate::helpers::{Options, count, eventually, fields, problem, spawn, spawn_with};
 
 fn codes(d: &Value) -> Vec<i64> {
     d["attempts"]
@@ -238,16 +238,12 @@ async fn a_slot_left_free_by_endpoints_at_their_limit_still_serves_another() {
     backlog(&admin, 20, "NOT LIKE '%/fast/%'").await;
     // The worker holds four rounds per endpoint: 2 × 8 of the 20 it may hold.
     eventually("the worker holds what it may of the backlog", || async {
-        let row = sea_orm::ConnectionTrait::query_one_raw(
+        let held = count(
             &admin,
-            sea_orm::Statement::from_string(
-                sea_orm::DbBackend::Postgres,
-                "SELECT count(*) AS n FROM webhooks.queue WHERE lease_until > now()",
-            ),
+            "SELECT count(*) AS n FROM webhooks.queue WHERE lease_until > now()",
         )
-        .await
-        .expect("leases")?;
-        (row.try_get::<i64>("", "n").expect("n") == 16).then_some(())
+        .await;
+        (held == 16).then_some(())
     })
     .await;
     let _ = admin.close().await;
