@@ -41,7 +41,7 @@ const DROP: &str = "DROP FUNCTION IF EXISTS webhooks.record_tries(uuid, uuid[], 
     text[], text[], integer[], text[], text[], bigint[], timestamptz[]);";
 
 /// m0009's record under its new name, from arrays; everything else is the same.
-fn record() -> String {
+pub(super) fn record() -> String {
     let sql = super::amended(
         &m0009_record_through_the_key::record(),
         JSON_SIGNATURE,

@@ -13,6 +13,7 @@ mod m0008_claim_full_batches_in_order;
 mod m0009_record_through_the_key;
 mod m0010_record_from_arrays;
 mod m0011_claim_returns_what_it_leased;
+mod m0012_record_through_the_delete;
 
 /// `earlier` (the text of an applied migration) with `from` replaced by `to`: how a later
 /// migration states a change to a function without copying the rest of it.
@@ -52,6 +53,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0009_record_through_the_key::Migration),
             Box::new(m0010_record_from_arrays::Migration),
             Box::new(m0011_claim_returns_what_it_leased::Migration),
+            Box::new(m0012_record_through_the_delete::Migration),
         ]
     }
 }
