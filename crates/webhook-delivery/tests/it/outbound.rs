@@ -259,6 +259,64 @@ async fn a_slot_left_free_by_endpoints_at_their_limit_still_serves_another() {
 }
 
 #[tokio::test]
+async fn a_try_whose_delivery_another_worker_holds_now_is_not_recorded() {
+    let app = spawn().await;
+    let t = app.signup().await;
+    let (gated, _) = app
+        .endpoint(&t, &app.receiver.url("gated", "1"), &["team.created"])
+        .await;
+    app.team(&t, "Held Team").await;
+    eventually("the try is in flight", || async {
+        (app.receiver.hanging("gated") == 1).then_some(())
+    })
+    .await;
+    // Another worker holds the delivery now, as after this worker's lease ran out.
+    let admin = sea_orm::Database::connect(&app.admin_url)
+        .await
+        .expect("admin db");
+    sea_orm::ConnectionTrait::execute_unprepared(
+        &admin,
+        "UPDATE webhooks.queue SET worker = '00000000-0000-0000-0000-0000000000bb'",
+    )
+    .await
+    .expect("the lease passes");
+    app.receiver.open_gate();
+    eventually("the try is answered", || async {
+        (app.receiver.hanging("gated") == 0).then_some(())
+    })
+    .await;
+    // Tries are recorded in the order they end: once a later one is, the held one was.
+    let (fast, _) = app
+        .endpoint(&t, &app.receiver.url("fast", "200"), &["team.created"])
+        .await;
+    app.team(&t, "Later Team").await;
+    eventually("the later try is recorded", || async {
+        let ds = app.deliveries(&t, &fast).await;
+        (ds.len() == 1 && ds[0]["status"] == "succeeded").then_some(())
+    })
+    .await;
+    let held = app
+        .deliveries(&t, &gated)
+        .await
+        .into_iter()
+        .find(|d| d["payload"].to_string().contains("Held Team"))
+        .expect("the held delivery");
+    assert_eq!(held["attemptCount"], 0, "no attempt recorded: {held}");
+    assert_eq!(held["status"], "delivering", "still the other worker's");
+    assert_eq!(
+        count(
+            &admin,
+            "SELECT count(*) AS n FROM webhooks.queue \
+             WHERE worker = '00000000-0000-0000-0000-0000000000bb'"
+        )
+        .await,
+        1,
+        "the other worker's lease stays"
+    );
+    let _ = admin.close().await;
+}
+
+#[tokio::test]
 async fn a_delivery_survives_the_worker_dying_mid_flight() {
     let app = spawn().await;
     let t = app.signup().await;
