@@ -208,12 +208,13 @@ async fn a_backlog_behind_a_hanging_endpoint_does_not_hold_back_another() {
 
 #[tokio::test]
 async fn a_slot_left_free_by_endpoints_at_their_limit_still_serves_another() {
-    // Five slots, two per endpoint: two hanging endpoints fill four, and what the worker
+    // Seven slots, three per endpoint: two hanging endpoints fill six, and what the worker
     // holds for them ahead leaves less than a round of room.
     let app = spawn_with(Options {
         extra_env: vec![
             ("CRM_WEBHOOK_TIMEOUT_SECS", "60".into()),
-            ("CRM_WEBHOOK_CONCURRENCY", "5".into()),
+            ("CRM_WEBHOOK_CONCURRENCY", "7".into()),
+            ("CRM_WEBHOOK_PER_ENDPOINT_CONCURRENCY", "3".into()),
         ],
     })
     .await;
@@ -236,14 +237,14 @@ async fn a_slot_left_free_by_endpoints_at_their_limit_still_serves_another() {
         .await
         .expect("admin db");
     backlog(&admin, 20, "NOT LIKE '%/fast/%'").await;
-    // The worker holds four rounds per endpoint: 2 × 8 of the 20 it may hold.
+    // The worker holds six rounds per endpoint: 2 × 18 of the 42 it may hold.
     eventually("the worker holds what it may of the backlog", || async {
         let held = count(
             &admin,
             "SELECT count(*) AS n FROM webhooks.queue WHERE lease_until > now()",
         )
         .await;
-        (held == 16).then_some(())
+        (held == 36).then_some(())
     })
     .await;
     let _ = admin.close().await;
