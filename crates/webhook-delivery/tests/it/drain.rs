@@ -7,14 +7,7 @@ use crate::helpers::{Options, count, eventually, spawn_with};
 async fn a_stopping_worker_finishes_and_records_tries_in_flight() {
     let app = spawn_with(Options::default()).await;
     let t = app.signup().await;
-    let (endpoint, _) = app
-        .endpoint(&t, &app.receiver.url("gated", "1"), &["team.created"])
-        .await;
-    app.team(&t, "Drained Team").await;
-    eventually("the try is in flight", || async {
-        (app.receiver.hanging("gated") == 1).then_some(())
-    })
-    .await;
+    let endpoint = app.try_held_at_gate(&t, "Drained Team").await;
     let ds = app.deliveries(&t, &endpoint).await;
     assert_eq!(ds[0]["status"], "delivering", "a try in flight shows");
     // The worker is told to stop first; the receiver answers while it drains.
@@ -115,16 +108,9 @@ async fn the_delivery_queue_migration_steps_back_and_forth_keeping_leases_and_de
         .await
         .expect("admin db");
     let t = app.signup().await;
-    let (endpoint, _) = app
-        .endpoint(&t, &app.receiver.url("gated", "1"), &["team.created"])
-        .await;
 
     // A try in flight keeps its lease through the step back and the step forward.
-    app.team(&t, "Held Team").await;
-    eventually("the try is in flight", || async {
-        (app.receiver.hanging("gated") == 1).then_some(())
-    })
-    .await;
+    let endpoint = app.try_held_at_gate(&t, "Held Team").await;
     // Every step since the lease table (m0005): the queue itself and the claims after it.
     // Each try steps back only what is still applied, so a try after a deadlock does not
     // go past m0005.

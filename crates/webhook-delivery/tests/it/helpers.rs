@@ -506,6 +506,20 @@ impl TestStack {
         assert_eq!(res.status().as_u16(), 201, "create team");
     }
 
+    /// An endpoint at the receiver's gated path (`gated`), and a team whose `team.created`
+    /// try to it hangs at the gate; returns the endpoint's id.
+    pub async fn try_held_at_gate(&self, t: &Tenant, team: &str) -> String {
+        let (endpoint, _) = self
+            .endpoint(t, &self.receiver.url("gated", "1"), &["team.created"])
+            .await;
+        self.team(t, team).await;
+        eventually("the try is in flight", || async {
+            (self.receiver.hanging("gated") == 1).then_some(())
+        })
+        .await;
+        endpoint
+    }
+
     pub async fn deliveries(&self, t: &Tenant, endpoint: &str) -> Vec<Value> {
         let res = self
             .get(t, &format!("/webhooks/endpoints/{endpoint}/deliveries"))

@@ -263,14 +263,7 @@ async fn a_slot_left_free_by_endpoints_at_their_limit_still_serves_another() {
 async fn a_try_whose_delivery_another_worker_holds_now_is_not_recorded() {
     let app = spawn().await;
     let t = app.signup().await;
-    let (gated, _) = app
-        .endpoint(&t, &app.receiver.url("gated", "1"), &["team.created"])
-        .await;
-    app.team(&t, "Held Team").await;
-    eventually("the try is in flight", || async {
-        (app.receiver.hanging("gated") == 1).then_some(())
-    })
-    .await;
+    let gated = app.try_held_at_gate(&t, "Held Team").await;
     // Another worker holds the delivery now, as after this worker's lease ran out.
     let admin = sea_orm::Database::connect(&app.admin_url)
         .await
