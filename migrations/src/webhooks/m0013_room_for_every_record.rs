@@ -7,8 +7,9 @@
 //! others went to other pages with an entry in every index (41 % of the updates stayed
 //! on their page in a run of the benchmark). Half a page holds all of them: every update
 //! of a run with it stayed on its page, and a record of 128 tries took about 4.3 ms where
-//! it took 5.4 ms. The table takes about a third more room for the same rows. Only pages
-//! filled from now on keep the room; rows already stored stay where they are.
+//! it took 5.4 ms. The table takes about 30 % more room for the same rows (98 MB against
+//! 76 MB for 100,000 deliveries). Only pages filled from now on keep the room; rows
+//! already stored stay where they are.
 
 use sea_orm_migration::prelude::*;
 
