@@ -17,11 +17,13 @@ mod m0012_record_through_the_delete;
 mod m0013_room_for_every_record;
 
 /// `earlier` (the text of an applied migration) with `from` replaced by `to`: how a later
-/// migration states a change to a function without copying the rest of it.
+/// migration states a change to a function without copying the rest of it. `from` must
+/// stand in it exactly once, so that a change never lands in a place it does not name.
 fn amended(earlier: &str, from: &str, to: &str) -> String {
-    assert!(
-        earlier.contains(from),
-        "the earlier text has the part to replace"
+    assert_eq!(
+        earlier.matches(from).count(),
+        1,
+        "the earlier text has the part to replace, once: {from}"
     );
     earlier.replace(from, to)
 }
@@ -57,5 +59,22 @@ impl MigratorTrait for Migrator {
             Box::new(m0012_record_through_the_delete::Migration),
             Box::new(m0013_room_for_every_record::Migration),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_amendment_replaces_the_one_place_it_names() {
+        assert_eq!(
+            super::amended("a := 1; b := 2", "b := 2", "b := 3"),
+            "a := 1; b := 3"
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "once")]
+    fn an_amendment_of_a_part_that_stands_twice_is_refused() {
+        super::amended("x := 1; x := 1", "x := 1", "x := 2");
     }
 }
