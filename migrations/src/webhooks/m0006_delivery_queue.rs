@@ -79,6 +79,25 @@ AS $fn$
 $fn$;
 "#;
 
+/// The release of this migration, on its own so that a later one can state its change to it
+/// and step back to it.
+pub(super) const RELEASE: &str = r#"-- Hands back what a stopping worker still holds (claimed, not recorded): due again at once,
+-- for another worker, without waiting for the lease to run out. (A held row was due when
+-- it was claimed, which keeps the search to the queue's due rows.)
+CREATE OR REPLACE FUNCTION webhooks.release_leases(worker uuid)
+RETURNS bigint
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    WITH released AS (
+        UPDATE webhooks.queue q SET worker = NULL, lease_until = NULL
+         WHERE q.at <= now() AND q.worker = release_leases.worker
+        RETURNING 1
+    )
+    SELECT count(*) FROM released
+$fn$;
+"#;
+
 // The trait's signature elides the lifetime of SchemaManager; matching it needs the elision.
 #[allow(elided_lifetimes_in_paths)]
 #[async_trait::async_trait]
@@ -279,22 +298,7 @@ END
 $fn$;
 
 {RECORD}
--- Hands back what a stopping worker still holds (claimed, not recorded): due again at once,
--- for another worker, without waiting for the lease to run out. (A held row was due when
--- it was claimed, which keeps the search to the queue's due rows.)
-CREATE OR REPLACE FUNCTION webhooks.release_leases(worker uuid)
-RETURNS bigint
-LANGUAGE sql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-    WITH released AS (
-        UPDATE webhooks.queue q SET worker = NULL, lease_until = NULL
-         WHERE q.at <= now() AND q.worker = release_leases.worker
-        RETURNING 1
-    )
-    SELECT count(*) FROM released
-$fn$;
-"#
+{RELEASE}"#
         );
         manager.get_connection().execute_unprepared(&sql).await?;
         Ok(())

@@ -39,7 +39,7 @@ const FROM_UPDATE: &str =
 ";
 
 /// m0008's claim returning from its update; everything else is the same.
-fn claim() -> String {
+pub(super) fn claim() -> String {
     super::amended(
         &m0008_claim_full_batches_in_order::claim(),
         BY_JOIN,

@@ -15,6 +15,7 @@ mod m0010_record_from_arrays;
 mod m0011_claim_returns_what_it_leased;
 mod m0012_record_through_the_delete;
 mod m0013_room_for_every_record;
+mod m0014_claim_reads_free_rows;
 
 /// `earlier` (the text of an applied migration) with `from` replaced by `to`: how a later
 /// migration states a change to a function without copying the rest of it. `from` must
@@ -58,6 +59,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0011_claim_returns_what_it_leased::Migration),
             Box::new(m0012_record_through_the_delete::Migration),
             Box::new(m0013_room_for_every_record::Migration),
+            Box::new(m0014_claim_reads_free_rows::Migration),
         ]
     }
 }
