@@ -49,6 +49,13 @@ const SCAN_FREE: &str = "                 WHERE q.lease_until IS NULL AND q.at <
                  ORDER BY q.at
                  LIMIT scan_budget) s";
 
+/// The scan's count of the rows it read runs row by row. Counted over a range, each row
+/// would wait for every row due at the same time as it (its peers), so the scan would read
+/// its whole budget wherever a burst of deliveries shares one due time (all that one
+/// transaction queues), however few rows the claim needs.
+const COUNT_OVER_PEERS: &str = "row_number() OVER (ORDER BY s.at) AS rn";
+const COUNT_BY_ROW: &str = "row_number() OVER (ORDER BY s.at ROWS UNBOUNDED PRECEDING) AS rn";
+
 /// The way past a backlog goes through the free rows' lanes: the first endpoint, the next
 /// one, and each endpoint's first due rows.
 const FIRST_LANE: &str =
@@ -67,8 +74,9 @@ const WHY_FREE_LANES: &str =
     "    -- limit stands in front. Each endpoint with free rows (found by skipping through
     -- `queue_free_lanes`)";
 
-const PARTS: [(&str, &str); 6] = [
+const PARTS: [(&str, &str); 7] = [
     (CANDIDATES, FREED_THEN_CANDIDATES),
+    (COUNT_OVER_PEERS, COUNT_BY_ROW),
     (SCAN_ALL, SCAN_FREE),
     (FIRST_LANE, FIRST_FREE_LANE),
     (NEXT_LANE, NEXT_FREE_LANE),
