@@ -8,8 +8,9 @@
 //!
 //! A row whose lease ran out (its worker is gone) is not in those indexes: each claim first
 //! frees such rows, found by the time their lease runs out (`queue_held`, only leased
-//! rows), and then reads them with the other free rows, at the due time they had. As
-//! before, the worker that held such a row can no longer record its try.
+//! rows), and then reads them with the other free rows, at the due time they had. Once a
+//! row is freed, the worker that held it can no longer record its try, as before once
+//! another worker had taken the row.
 //!
 //! The price: taking or giving back a lease now changes what the indexes hold, so its
 //! update of the row can no longer stay on the row's page without new index entries (the
@@ -106,6 +107,8 @@ fn release() -> String {
     super::amended(&release, WHY_DUE, WHY_HELD)
 }
 
+/// Building the indexes holds off writes to the queue while it runs; the queue holds only
+/// deliveries not yet settled, so that is short.
 const INDEXES: &str = "
 CREATE INDEX IF NOT EXISTS queue_free ON webhooks.queue (at) WHERE lease_until IS NULL;
 CREATE INDEX IF NOT EXISTS queue_free_lanes ON webhooks.queue (endpoint_id, at)
