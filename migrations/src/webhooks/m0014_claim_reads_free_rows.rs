@@ -3,8 +3,8 @@
 //! rows in flight and those waiting for their record, a thousand or more, and the scan read
 //! each of them (index entry and row) before it reached a free one. Now free rows have an
 //! index of their own (`queue_free`, by due time, only rows without a lease), and so has
-//! the way past a backlog (`queue_free_lanes`, by endpoint and due time). The index of all
-//! rows by due time goes.
+//! the way past a backlog (`queue_free_lanes`, by endpoint and due time). The indexes of
+//! all rows by due time (`queue_due`) and by endpoint (`queue_lanes`) go.
 //!
 //! A row whose lease ran out (its worker is gone) is not in those indexes: each claim first
 //! frees such rows, found by the time their lease runs out (`queue_held`, only leased
