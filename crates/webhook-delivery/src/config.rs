@@ -18,7 +18,7 @@ pub struct WebhookSettings {
     pub request_timeout: Duration,
     /// An endpoint failing for this long without a success is disabled.
     pub disable_after: Duration,
-    /// How long deliveries and their payloads are kept.
+    /// How long deliveries, with their payloads and attempts, are kept.
     pub retention: Duration,
     /// How long the previous secret keeps signing after a rotation.
     pub rotation_overlap: Duration,

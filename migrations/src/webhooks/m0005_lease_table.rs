@@ -24,6 +24,34 @@ impl MigrationName for Migration {
     }
 }
 
+/// The sweep as this step leaves it; a later step that changes it steps back to it.
+pub(super) const PURGE: &str = r#"-- Payloads are kept for the retention period; attempts go with their delivery. Leases that
+-- ran out a day ago hold nothing back (a run-out lease is taken over like no lease); they
+-- are removed too.
+CREATE OR REPLACE FUNCTION webhooks.purge(retention_secs bigint)
+RETURNS bigint
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $fn$
+    WITH gone AS (
+        DELETE FROM webhooks.deliveries d
+         WHERE d.created_at < now() - make_interval(secs => retention_secs)
+           AND d.status IN ('succeeded', 'failed')
+        RETURNING 1
+    ), seen AS (
+        DELETE FROM webhooks.inbound_seen s
+         WHERE s.received_at < now() - interval '1 day'
+        RETURNING 1
+    ), stale AS (
+        DELETE FROM webhooks.leases l
+         WHERE l.until < now() - interval '1 day'
+        RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM seen) * 0
+           + (SELECT count(*) FROM stale) * 0
+$fn$;
+"#;
+
 // The trait's signature elides the lifetime of SchemaManager; matching it needs the elision.
 #[allow(elided_lifetimes_in_paths)]
 #[async_trait::async_trait]
@@ -189,32 +217,7 @@ AS $fn$
     SELECT count(*) FROM released
 $fn$;
 
--- Payloads are kept for the retention period; attempts go with their delivery. Leases that
--- ran out a day ago hold nothing back (a run-out lease is taken over like no lease); they
--- are removed too.
-CREATE OR REPLACE FUNCTION webhooks.purge(retention_secs bigint)
-RETURNS bigint
-LANGUAGE sql VOLATILE SECURITY DEFINER
-SET search_path = pg_catalog, pg_temp
-AS $fn$
-    WITH gone AS (
-        DELETE FROM webhooks.deliveries d
-         WHERE d.created_at < now() - make_interval(secs => retention_secs)
-           AND d.status IN ('succeeded', 'failed')
-        RETURNING 1
-    ), seen AS (
-        DELETE FROM webhooks.inbound_seen s
-         WHERE s.received_at < now() - interval '1 day'
-        RETURNING 1
-    ), stale AS (
-        DELETE FROM webhooks.leases l
-         WHERE l.until < now() - interval '1 day'
-        RETURNING 1
-    )
-    SELECT (SELECT count(*) FROM gone) + (SELECT count(*) FROM seen) * 0
-           + (SELECT count(*) FROM stale) * 0
-$fn$;
-"#
+{PURGE}"#
         );
         manager.get_connection().execute_unprepared(&sql).await?;
         Ok(())

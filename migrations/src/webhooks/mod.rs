@@ -16,6 +16,7 @@ mod m0011_claim_returns_what_it_leased;
 mod m0012_record_through_the_delete;
 mod m0013_room_for_every_record;
 mod m0014_claim_reads_free_rows;
+mod m0015_attempts_checked_by_the_record;
 
 /// `earlier` (the text of an applied migration) with `from` replaced by `to`: how a later
 /// migration states a change to a function without copying the rest of it. `from` must
@@ -60,6 +61,7 @@ impl MigratorTrait for Migrator {
             Box::new(m0012_record_through_the_delete::Migration),
             Box::new(m0013_room_for_every_record::Migration),
             Box::new(m0014_claim_reads_free_rows::Migration),
+            Box::new(m0015_attempts_checked_by_the_record::Migration),
         ]
     }
 }

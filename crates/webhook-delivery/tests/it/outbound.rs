@@ -544,7 +544,6 @@ async fn deliveries_older_than_the_retention_are_purged() {
     )
     .await
     .expect("age a delivery");
-    let _ = admin.close().await;
     app.kill_worker().await;
     app.restart_worker();
     let left = eventually("the old delivery is purged", || async {
@@ -553,4 +552,22 @@ async fn deliveries_older_than_the_retention_are_purged() {
     })
     .await;
     assert!(left[0]["payload"].to_string().contains("New Team"));
+    // Its try went with it; the kept delivery's try is kept.
+    assert_eq!(
+        count(&admin, "SELECT count(*) AS n FROM webhooks.attempts").await,
+        1,
+        "one try left"
+    );
+    assert_eq!(
+        count(
+            &admin,
+            "SELECT count(*) AS n FROM webhooks.attempts a JOIN webhooks.deliveries d \
+             ON d.tenant_id = a.tenant_id AND d.id = a.delivery_id \
+             WHERE d.payload LIKE '%New Team%'"
+        )
+        .await,
+        1,
+        "the kept delivery's try"
+    );
+    let _ = admin.close().await;
 }
