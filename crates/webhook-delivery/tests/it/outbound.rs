@@ -571,3 +571,63 @@ async fn deliveries_older_than_the_retention_are_purged() {
     );
     let _ = admin.close().await;
 }
+
+/// A delivery that a record is settling while the sweep runs is left for the next sweep,
+/// which removes it with the try recorded meanwhile: no try outlives its delivery.
+#[tokio::test]
+async fn the_sweep_leaves_a_delivery_being_recorded_and_takes_it_with_its_tries_next_time() {
+    use sea_orm::{ConnectionTrait, TransactionTrait};
+
+    let app = spawn().await;
+    let t = app.signup().await;
+    let (endpoint, _) = app
+        .endpoint(&t, &app.receiver.url("kept", "200"), &["team.created"])
+        .await;
+    app.team(&t, "Old Team").await;
+    eventually("delivered", || async {
+        let ds = app.deliveries(&t, &endpoint).await;
+        (ds.len() == 1 && ds[0]["status"] == "succeeded").then_some(())
+    })
+    .await;
+    app.stop_worker().await;
+    let admin = sea_orm::Database::connect(&app.admin_url)
+        .await
+        .expect("admin db");
+    admin
+        .execute_unprepared(
+            "UPDATE webhooks.deliveries SET created_at = now() - interval '91 days'",
+        )
+        .await
+        .expect("age the delivery");
+    let purge = "SELECT webhooks.purge(7776000) AS n";
+
+    // A record holds the delivery's row: it has settled it again and adds a try.
+    let record = admin.begin().await.expect("a record's transaction");
+    record
+        .execute_unprepared(
+            "UPDATE webhooks.deliveries SET attempt_count = attempt_count + 1, updated_at = now();
+             INSERT INTO webhooks.attempts (tenant_id, id, delivery_id, status)
+             SELECT tenant_id, gen_random_uuid(), id, 'succeeded' FROM webhooks.deliveries;",
+        )
+        .await
+        .expect("record a try");
+    let sweeper = sea_orm::Database::connect(&app.admin_url)
+        .await
+        .expect("admin db");
+    assert_eq!(count(&sweeper, purge).await, 0, "the held delivery is left");
+    record.commit().await.expect("commit the record");
+    assert_eq!(
+        count(&admin, "SELECT count(*) AS n FROM webhooks.attempts").await,
+        2,
+        "both tries are kept with their delivery"
+    );
+
+    assert_eq!(count(&sweeper, purge).await, 1, "the next sweep takes it");
+    assert_eq!(
+        count(&admin, "SELECT count(*) AS n FROM webhooks.attempts").await,
+        0,
+        "with every try, the later one too"
+    );
+    let _ = sweeper.close().await;
+    let _ = admin.close().await;
+}
